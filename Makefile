@@ -1,0 +1,28 @@
+# Two commands do all set-up: `make run` (default experiment) and `make test` (the CPU test suite).
+PY := .venv/bin/python
+ARGS ?=
+
+.PHONY: run test test-slow bench gallery clean
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: .venv/.installed  ## discover the default subspace on toyface (add ARGS="key=value ...")
+	$(PY) -m ice_exp $(ARGS)
+
+test: .venv/.installed  ## CPU test suite, no GPU, W&B disabled
+	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+
+test-slow: .venv/.installed
+	WANDB_MODE=disabled $(PY) -m pytest -q -m slow $(ARGS)
+
+bench: .venv/.installed  ## CPU benchmarks: batched vs loop JᵀJ, rendering speed
+	$(PY) -m experiments.benchmarks.cpu $(ARGS)
+
+gallery: .venv/.installed  ## the README's toyface gallery and factor strips
+	$(PY) -m ice_exp.generators.toyface.gallery $(ARGS)
+
+clean:
+	rm -rf outputs/* multirun

@@ -1,0 +1,87 @@
+"""Criterion interface: an image -> named flat outputs ("parts") that a run activates or suppresses.
+
+A criterion is evaluated twice per sample: ``prepare`` once on the base frame, without gradients, to fix
+the constants the seed treats as constants inside the Jacobian (hard masks, bounding boxes,
+triangulations); then ``forward`` inside every Jacobian pass. ``forward`` must be a pure tensor function
+of the frame (no ``.item()``, no data-dependent Python branches) so that it works under ``torch.func``
+transforms (vmap over VJPs / JVPs).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ice_exp.generators.base import Frame
+
+State = dict[str, Any]
+
+
+class Criterion(nn.Module):
+    """Subclasses set ``parts`` and implement ``prepare`` and ``forward``."""
+
+    parts: tuple[str, ...] = ()
+
+    def prepare(self, frame: Frame) -> State:
+        """Constants of the base frame (called under no_grad)."""
+        return {}
+
+    def forward(self, frame: Frame, state: State) -> dict[str, Tensor]:
+        """Each part flattened to [B, m_part]."""
+        raise NotImplementedError
+
+    def check_part(self, part: str, key: str = "part") -> str:
+        if part not in self.parts:
+            raise ValueError(f"{key}: criterion {type(self).__name__} has no part {part!r}; allowed values: {', '.join(self.parts)}")
+        return part
+
+
+MORPHOLOGIES = ("none", "dilate", "erode", "ring")
+
+
+def kernel_side(ks_ratio: float, resolution: int) -> int:
+    """Odd square-kernel side for a ratio of the image side (the seed: ks_ratio * 512)."""
+    return max(1, int(round(ks_ratio * resolution))) // 2 * 2 + 1
+
+
+def check_morphology(op: str, ks_ratio: float) -> None:
+    if op not in MORPHOLOGIES:
+        raise ValueError(f"morphology: unknown {op!r}; allowed values: {', '.join(MORPHOLOGIES)}")
+    if not 0 <= ks_ratio < 1:
+        raise ValueError(f"ks_ratio: must be in [0, 1) (a fraction of the image side), got {ks_ratio}")
+
+
+def morph(mask: Tensor, op: str, ks_ratio: float) -> Tensor:
+    """Dilate / erode / ring (dilated AND NOT eroded) a [B, 1, R, R] {0,1} mask with a square kernel."""
+    check_morphology(op, ks_ratio)
+    if op == "none":
+        return mask
+    k = kernel_side(ks_ratio, mask.shape[-1])
+    dilated = F.max_pool2d(mask, k, stride=1, padding=k // 2)
+    eroded = 1 - F.max_pool2d(1 - mask, k, stride=1, padding=k // 2)
+    return {"dilate": dilated, "erode": eroded, "ring": dilated * (1 - eroded)}[op]
+
+
+def check_nonempty(mask: Tensor, what: str) -> None:
+    """Empty masks make a criterion silently vanish: fail with the sample and region instead."""
+    areas = mask.flatten(1).sum(1)
+    empty = torch.nonzero(areas == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"{what}: mask is empty on batch item(s) {empty}; choose other regions or a smaller erosion")
+
+
+def bbox_of(mask: Tensor) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the union over the batch, bottom/right exclusive."""
+    union = mask.flatten(0, 1).amax(0) > 0
+    rows = torch.nonzero(union.any(1)).flatten()
+    cols = torch.nonzero(union.any(0)).flatten()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Resize to size x size (bilinear, as the seed's F.interpolate); identity when already that size."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,0 +1,33 @@
+"""Landmark group: move these landmarks, keep the others (method.md §3)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from ice_exp.analyzers.base import Landmarker
+from ice_exp.criteria.base import Criterion, State
+from ice_exp.face_parts import NUM_LANDMARKS, landmark_group
+from ice_exp.generators.base import Frame
+
+
+class LandmarkGroup(Criterion):
+    """Parts ``group`` (the selected points) and ``others`` (the remaining points), in image pixels,
+    flattened (x, y) per point; with ``centred`` each set is centred on its own mean, so that a rigid
+    shift of the group does not count as a change of its shape."""
+
+    parts = ("group", "others")
+
+    def __init__(self, landmarker: Landmarker, group: str, centred: bool = False) -> None:
+        super().__init__()
+        self.landmarker, self.centred = landmarker, centred
+        self.group = list(landmark_group(group))
+        self.others = [i for i in range(NUM_LANDMARKS) if i not in self.group]
+
+    def forward(self, frame: Frame, state: State) -> dict[str, Tensor]:
+        points = self.landmarker(frame)
+        out = {}
+        for part, idx in (("group", self.group), ("others", self.others)):
+            p = points[:, idx]
+            if self.centred:
+                p = p - p.mean(1, keepdim=True)
+            out[part] = p.flatten(1)
+        return out

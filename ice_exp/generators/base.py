@@ -1,0 +1,108 @@
+"""The generator interface every criterion, solver and experiment works with.
+
+A generator maps z -> w (mapping) -> w+ (num_ws copies) -> packed styles s (space S) -> image.
+Every space is an entry point: ``encode(z, space)`` gives a latent point ``u`` in that space and
+``decode(u, space)`` renders it. Latent points are always flat ``[B, D]`` tensors so that solvers never
+need to know the space's shape. Images are in [-1, 1]; criteria see ``Frame.image = G * 0.5 + 0.5``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+SPACES = ("z", "w", "wp", "s")
+
+
+@dataclass
+class Frame:
+    """What analyzers and criteria see: the image in ~[0, 1] and, for toyface, the rendered scene."""
+
+    image: Tensor  # [B, 3, R, R], x = G(u) * 0.5 + 0.5, not clamped (as the seed)
+    scene: Any = None  # toyface's geometry and layers (oracle analyzers read it); None for StyleGAN2
+
+
+def check_space(space: str) -> str:
+    if space not in SPACES:
+        raise ValueError(f"space: unknown space {space!r}; allowed values: {', '.join(SPACES)}")
+    return space
+
+
+class Generator(nn.Module):
+    """Base class: subclasses set the sizes and implement mapping, styles and synthesis."""
+
+    z_dim: int
+    w_dim: int
+    num_ws: int
+    style_dims: tuple[int, ...]  # per style layer, in block order (S packs them in this order)
+    resolution: int
+
+    # --- implemented by subclasses -------------------------------------------------------------
+    def mapping(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
+        """z [B, z_dim] -> w [B, w_dim]."""
+        raise NotImplementedError
+
+    def styles(self, ws: Tensor) -> Tensor:
+        """w+ [B, num_ws, w_dim] -> packed styles s [B, s_dim]."""
+        raise NotImplementedError
+
+    def synthesis(self, s: Tensor) -> Frame:
+        """Packed styles s [B, s_dim] -> Frame with image in [-1, 1] mapped to ~[0, 1]."""
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------------
+    @property
+    def s_dim(self) -> int:
+        return int(sum(self.style_dims))
+
+    def space_dim(self, space: str) -> int:
+        return {"z": self.z_dim, "w": self.w_dim, "wp": self.num_ws * self.w_dim, "s": self.s_dim}[
+            check_space(space)
+        ]
+
+    def pack(self, styles: list[Tensor]) -> Tensor:
+        """Per-layer styles [B, d_l] -> packed [B, s_dim]."""
+        if [t.shape[-1] for t in styles] != list(self.style_dims):
+            raise ValueError(f"pack: got layer widths {[t.shape[-1] for t in styles]}, expected {list(self.style_dims)}")
+        return torch.cat(styles, dim=-1)
+
+    def unpack(self, s: Tensor) -> list[Tensor]:
+        """Packed [B, s_dim] -> per-layer styles [B, d_l]."""
+        if s.shape[-1] != self.s_dim:
+            raise ValueError(f"unpack: packed styles have width {s.shape[-1]}, expected {self.s_dim}")
+        return list(torch.split(s, list(self.style_dims), dim=-1))
+
+    def encode(self, z: Tensor, space: str) -> Tensor:
+        """Latent point of z in ``space``, flattened to [B, D]."""
+        check_space(space)
+        if space == "z":
+            return z
+        w = self.mapping(z)
+        if space == "w":
+            return w
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if space == "wp":
+            return ws.flatten(1)
+        return self.styles(ws)
+
+    def to_styles(self, u: Tensor, space: str) -> Tensor:
+        """Any space -> packed styles, differentiably."""
+        check_space(space)
+        if u.shape[-1] != self.space_dim(space):
+            raise ValueError(f"latent has width {u.shape[-1]}, space {space!r} needs {self.space_dim(space)}")
+        if space == "s":
+            return u
+        if space == "wp":
+            return self.styles(u.reshape(-1, self.num_ws, self.w_dim))
+        w = self.mapping(u) if space == "z" else u
+        return self.styles(w.unsqueeze(1).expand(-1, self.num_ws, -1))
+
+    def decode(self, u: Tensor, space: str) -> Frame:
+        """Render latent points of ``space``: the function every Jacobian differentiates."""
+        return self.synthesis(self.to_styles(u, space))
+
+    def weight_checksums(self) -> dict[str, str]:
+        """sha256 of each weight file this generator was loaded from (empty for seeded generators)."""
+        return {}
