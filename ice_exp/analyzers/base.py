@@ -39,7 +39,12 @@ class Parser(nn.Module):
 
 
 class Landmarker(nn.Module):
-    """68-point iBUG landmark model. ``forward`` returns [B, 68, 2] (x, y) in image pixels, differentiably."""
+    """68-point iBUG landmark model. ``forward`` returns [B, 68, 2] (x, y) in image pixels, differentiably.
+
+    Pixel convention (all landmark models and criteria): pixel centres sit at integer coordinates, so the
+    top-left pixel's centre is (0, 0) and the image spans [-0.5, R - 0.5]; ``grid_sample`` with
+    ``align_corners=True`` maps pixel p to 2 * p / (R - 1) - 1.
+    """
 
     def forward(self, frame: Frame) -> Tensor:
         raise NotImplementedError
