@@ -6,7 +6,8 @@ Three exact routes give the same J [m, D] (m outputs, D latent dims):
   cheapest when m < D.
 - ``jvp``: forward-mode passes for a chunk of latent basis vectors at once (vmap over JVPs); cheapest
   when m > D.
-``auto`` picks vjp or jvp by comparing m and D.
+``auto`` picks vjp or jvp by comparing m and D, and falls back to vjp where an op has no forward-mode
+derivative.
 """
 from __future__ import annotations
 
@@ -32,14 +33,30 @@ def jacobian(fn: Callable[[Tensor], Tensor], u: Tensor, mode: str = "auto", chun
     if mode == "auto":
         with torch.no_grad():
             m = fn(u).numel()
-        mode = "vjp" if m < u.numel() else "jvp"
-    if mode == "vjp":
-        out, pullback = torch.func.vjp(fn, u)
-        rows = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
-        return torch.cat([torch.func.vmap(pullback)(rows[i: i + chunk])[0] for i in range(0, len(rows), chunk)])
+        if m < u.numel():
+            return _jacobian_vjp(fn, u, chunk)
+        try:
+            return _jacobian_jvp(fn, u, chunk)
+        except NotImplementedError:  # e.g. grid_sample has no forward-mode derivative
+            return _jacobian_vjp(fn, u, chunk)
+    return _jacobian_vjp(fn, u, chunk) if mode == "vjp" else _jacobian_jvp(fn, u, chunk)
+
+
+def _jacobian_vjp(fn: Callable[[Tensor], Tensor], u: Tensor, chunk: int) -> Tensor:
+    out, pullback = torch.func.vjp(fn, u)
+    rows = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
+    return torch.cat([torch.func.vmap(pullback)(rows[i: i + chunk])[0] for i in range(0, len(rows), chunk)])
+
+
+def _jacobian_jvp(fn: Callable[[Tensor], Tensor], u: Tensor, chunk: int) -> Tensor:
     basis = torch.eye(u.numel(), dtype=u.dtype, device=u.device)
+    return directional(fn, u, basis, chunk).T
+
+
+def directional(fn: Callable[[Tensor], Tensor], u: Tensor, tangents: Tensor, chunk: int = 64) -> Tensor:
+    """J t for each row t of ``tangents`` [K, D] -> [K, m], by batched forward mode."""
     push = lambda t: torch.func.jvp(fn, (u,), (t,))[1]  # noqa: E731
-    return torch.cat([torch.func.vmap(push)(basis[i: i + chunk]) for i in range(0, len(basis), chunk)]).T
+    return torch.cat([torch.func.vmap(push)(tangents[i: i + chunk]) for i in range(0, len(tangents), chunk)])
 
 
 def _jacobian_loop(fn: Callable[[Tensor], Tensor], u: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ need to know the space's shape. Images are in [-1, 1]; criteria see ``Frame.imag
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +76,9 @@ class Generator(nn.Module):
         return list(torch.split(s, list(self.style_dims), dim=-1))
 
     def encode(self, z: Tensor, space: str) -> Tensor:
-        """Latent point of z in ``space``, flattened to [B, D]."""
+        """Latent point of z in ``space``, flattened to [B, D] (z moves to the generator's dtype and device)."""
         check_space(space)
+        z = z.to(next(itertools.chain(self.parameters(), self.buffers())))
         if space == "z":
             return z
         w = self.mapping(z)

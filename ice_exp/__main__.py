@@ -1,0 +1,3 @@
+from ice_exp.cli import main
+
+main()

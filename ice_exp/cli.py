@@ -1,0 +1,97 @@
+"""The ``ice-exp`` entry point: a Hydra app that builds a discovery run from the composed config."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ice_exp.analyzers import Analyzers
+from ice_exp.data import LatentSamples, latent_pool
+from ice_exp.discovery import DiscoveryModule, RunSettings
+from ice_exp.engine.jacobian import check_mode
+from ice_exp.generators.base import check_space
+from ice_exp.outputs import config_hash, versions, write_json
+from ice_exp.terms import build_terms
+from ice_exp.tracking import make_logger
+
+log = logging.getLogger(__name__)
+
+
+def _optional(node: Any) -> Any:
+    return instantiate(node) if node else None
+
+
+def build_analyzers(cfg: DictConfig) -> Analyzers:
+    return Analyzers(parser=_optional(cfg.get("parser")), landmarker=_optional(cfg.get("landmarker")),
+                     identity=_optional(cfg.get("identity")))
+
+
+def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
+    """The factor group to score against: criteria.truth, else the toyface group of criteria.name."""
+    if not hasattr(generator, "true_subspace"):
+        return None
+    if cfg.criteria.get("truth"):
+        return list(cfg.criteria.truth)
+    from ice_exp.generators.toyface.tasks import TRUE_GROUPS
+
+    return list(TRUE_GROUPS.get(cfg.criteria.name, ())) or None
+
+
+def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Validate the config, build everything, accumulate, solve, evaluate; returns the metrics."""
+    space = check_space(cfg.space)
+    check_mode(cfg.engine.mode)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    analyzers = build_analyzers(cfg.analyzer)
+    generator = instantiate(cfg.generator)
+    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers)
+    solver = instantiate(cfg.solver)
+    data = LatentSamples(generator.z_dim, seed=cfg.samples.seed, pool=cfg.samples.pool, indices=list(cfg.samples.indices))
+    z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    checksums = generator.weight_checksums()
+    for model in analyzers.modules():
+        checksums.update(getattr(model, "weight_checksums", dict)())
+    meta = {"space": space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_, "generator": cfg.generator._target_,
+            "config_hash": config_hash(resolved)}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+        write_json(out_dir / "run_info.json", {
+            "config_hash": meta["config_hash"], "seed": cfg.seed, "samples": resolved["samples"],
+            "versions": versions(), "weights_sha256": checksums, "torch_threads": torch.get_num_threads()})
+
+    settings = RunSettings(space=space, engine_mode=cfg.engine.mode, engine_chunk=cfg.engine.chunk, z_eval=z_eval,
+                           truth=truth_factors(cfg, generator), out_dir=out_dir, steps=list(cfg.viz.steps),
+                           magnitude=cfg.viz.magnitude, grid_directions=cfg.viz.directions, meta=meta)
+    module = DiscoveryModule(generator, terms, solver, settings)
+    tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{space}", f"criteria:{cfg.criteria.name}",
+            f"solver:{cfg.solver._target_.split('.')[-1]}"]
+    logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None,
+                         out_dir or Path("."), cfg.name, tags, resolved)
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger or False,
+                         inference_mode=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=data, verbose=False)
+    if out_dir is not None and trainer.is_global_zero:
+        log.info("outputs in %s", out_dir)
+    return module.metrics
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (run from a checkout)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    for key in ("gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "gt/dim_true", "eval/gain"):
+        if key in metrics:
+            log.info("%s = %s", key, metrics[key])
+    return metrics.get("gt/principal_angle_max_deg")

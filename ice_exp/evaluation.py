@@ -1,0 +1,70 @@
+"""Evaluation of discovered directions on held-out samples (metric definitions in README: Metrics).
+
+- ``eval/gain``: mean over directions of ‖J_act v‖² / E_r‖J_act r‖², the activate change per unit step
+  relative to random unit directions r (> 1: the direction moves the target more than chance).
+- ``eval/leak/<term>``: the same ratio for each suppress term (0: the term does not move at all).
+- toyface only: ``gt/principal_angle_max_deg`` (largest principal angle to the true subspace),
+  ``gt/dim_found`` / ``gt/dim_true``, ``gt/purity_mean`` (mean over directions and samples of
+  ‖J_group v‖² / ‖J_factors v‖²), and the same scores for PCA of M_act as a baseline (``baseline/pca_*``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ice_exp.generators.base import Generator
+from ice_exp.grams import directional_changes
+from ice_exp.metrics.directional import MeanPerDirection, factor_purity
+from ice_exp.metrics.subspace import principal_angles
+from ice_exp.solvers.base import Problem, Solution
+from ice_exp.terms import Terms
+
+
+def random_directions(dim: int, count: int, seed: int) -> Tensor:
+    r = torch.randn(dim, count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return r / r.norm(dim=0)
+
+
+def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution, z_eval: Tensor,
+             random_count: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Gain and leakage of each direction per unit step, averaged over the held-out samples ``z_eval``."""
+    k = solution.directions.shape[1]
+    probes = torch.cat([solution.directions, random_directions(solution.directions.shape[0], random_count, seed)], 1)
+    meters = {t.name: MeanPerDirection(probes.shape[1]) for t in terms.terms}
+    for z in z_eval:
+        u = generator.encode(z[None], space)[0].detach()
+        for name, change in directional_changes(generator, terms, u, space, probes).items():
+            meters[name].update(change)
+    out: dict[str, Any] = {"eval/num_directions": k}
+    for term in terms.terms:
+        change = meters[term.name].compute()
+        relative = change[:k] / change[k:].mean().clamp_min(1e-30)
+        key = "eval/gain" if term.ratio is None else f"eval/leak/{term.name}"
+        out[key] = float(relative.mean()) if k else float("nan")
+        out[key + "_per_direction"] = relative.tolist()
+    return out
+
+
+def ground_truth(generator: Generator, space: str, factors: list[str], solution: Solution, problem: Problem,
+                 z_eval: Tensor) -> dict[str, Any]:
+    """Scores against the true subspace of ``factors`` (generators that know their factors: toyface)."""
+    from ice_exp.generators.toyface.factors import factor_index
+
+    truth = generator.true_subspace(factors, space)
+    group = factor_index(factors)
+    lam, q = torch.linalg.eigh(problem.activate.double())
+    pca = q[:, -truth.shape[1]:]  # naive baseline: top principal directions of the activate term alone
+    out: dict[str, Any] = {"gt/dim_true": truth.shape[1], "gt/dim_found": solution.directions.shape[1]}
+    for prefix, v in (("gt", solution.directions), ("baseline/pca", pca)):
+        purity = MeanPerDirection(v.shape[1])
+        for z in z_eval:
+            u = generator.encode(z[None], space)
+            purity.update(factor_purity(generator.factor_jacobian(u, space)[0], group, v))
+        angles = principal_angles(v, truth)
+        out[f"{prefix}/principal_angle_max_deg"] = float(angles.max())
+        out[f"{prefix}/purity_mean"] = float(purity.compute().mean()) if v.shape[1] else float("nan")
+    out["gt/principal_angles_deg"] = principal_angles(solution.directions, truth).tolist()
+    return out
+

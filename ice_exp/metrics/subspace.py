@@ -1,0 +1,21 @@
+"""Principal angles between subspaces (peers.md: largest angle in degrees, with both dimensions)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def orthonormal(basis: Tensor) -> Tensor:
+    u, s, _ = torch.linalg.svd(basis.double(), full_matrices=False)
+    return u[:, s > 1e-10 * s.max()] if len(s) else u
+
+
+def principal_angles(a: Tensor, b: Tensor) -> Tensor:
+    """Principal angles in degrees, ascending, between span(a) and span(b) ([D, k1], [D, k2]); there are
+    min(k1, k2) of them (singular values of Q1ᵀQ2 for orthonormal bases)."""
+    qa, qb = orthonormal(a), orthonormal(b)
+    if qa.shape[1] == 0 or qb.shape[1] == 0:
+        return torch.full((1,), 90.0, dtype=torch.float64)
+    cos = torch.linalg.svdvals(qa.T @ qb).clamp(-1, 1)
+    return torch.rad2deg(torch.arccos(cos)).flip(0)
+

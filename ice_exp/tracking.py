@@ -1,0 +1,32 @@
+"""The experiment logger: W&B that never blocks a run (online only with an API key), or none."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger
+
+MODES = ("auto", "online", "offline", "disabled")
+
+
+def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: list[str], config: dict[str, Any]) -> Logger | None:
+    """``cfg`` is conf/logger/*.yaml. mode=auto: online when WANDB_API_KEY is set, else offline; the
+    WANDB_MODE environment variable (e.g. disabled in tests) wins over both."""
+    if not cfg or cfg.get("backend") in (None, "none"):
+        return None
+    if cfg["backend"] != "wandb":
+        raise ValueError(f"logger.backend: unknown {cfg['backend']!r}; allowed values: wandb, none")
+    mode = cfg.get("mode", "auto")
+    if mode not in MODES:
+        raise ValueError(f"logger.mode: unknown {mode!r}; allowed values: {', '.join(MODES)}")
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    mode = os.environ.get("WANDB_MODE", mode)
+    if mode == "disabled":
+        return None
+    from pytorch_lightning.loggers import WandbLogger
+
+    return WandbLogger(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"), group=cfg.get("group") or name,
+                       job_type=cfg.get("job_type", "discovery"), tags=list(cfg.get("tags") or []) + tags,
+                       name=name, save_dir=str(save_dir), mode=mode, config=config, log_model=False)
