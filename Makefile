@@ -22,7 +22,7 @@ bench: .venv/.installed  ## CPU benchmarks: batched vs loop JᵀJ, rendering spe
 	$(PY) -m experiments.benchmarks.cpu $(ARGS)
 
 gallery: .venv/.installed  ## the README's toyface gallery and factor strips
-	$(PY) -m ice_exp.generators.toyface.gallery $(ARGS)
+	$(PY) -m ice_exp.generators.toyface.gallery --out docs $(ARGS)
 
 clean:
 	rm -rf outputs/* multirun

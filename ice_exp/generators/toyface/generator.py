@@ -40,7 +40,9 @@ class ToyFaceGenerator(Generator):
         # centre and scale the read-out so that factors spread over (-1, 1) on sampled faces
         with torch.no_grad():
             z = torch.randn(NORMALISING_SAMPLES, z_dim, generator=gen)
-            pre = self.encode(z, "s") @ self.readout.T
+            styles = self.encode(z, "s")
+            self.register_buffer("s_mean", styles.mean(0))  # the average face's styles
+            pre = styles @ self.readout.T
             self.register_buffer("readout_centre", pre.mean(0))
             self.register_buffer("readout_scale", pre.std(0) / factor_gain)
         self.to(dtype)

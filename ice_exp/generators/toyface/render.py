@@ -57,7 +57,7 @@ def geometry(factors: Tensor) -> dict[str, Tensor]:
     g["b_jaw"] = 0.58 + 0.07 * f("jaw_length")
     g["chin_p"] = 2.0 + 0.5 * f("chin_shape")  # superellipse exponent of the jaw: <2 pointed, >2 square
     g["eye_y"] = torch.full_like(yaw, -0.08)
-    g["eye_dx"] = 0.18 + 0.03 * f("eye_spacing")
+    g["eye_dx"] = 0.18 + 0.04 * f("eye_spacing")
     g["eye_w"] = 0.08 + 0.022 * f("eye_size")
     g["eye_h"] = g["eye_w"] * (0.5 + 0.25 * f("eye_openness"))
     g["eye_x_shift"] = yaw * 0.8
@@ -65,7 +65,7 @@ def geometry(factors: Tensor) -> dict[str, Tensor]:
     g["brow_y"] = g["eye_y"] - (0.14 + 0.035 * f("brow_height"))
     g["nose_x"], g["nose_tip_x"] = yaw * 1.0, yaw * 1.25
     g["nose_tip_y"] = g["eye_y"] + 0.19 + 0.045 * f("nose_length")
-    g["nose_w"] = 0.06 + 0.025 * f("nose_width")
+    g["nose_w"] = 0.06 + 0.03 * f("nose_width")
     g["mouth_x"], g["mouth_y"] = yaw * 0.9, torch.full_like(yaw, 0.31)
     g["mouth_w"] = 0.14 + 0.03 * f("mouth_width")
     g["mouth_o"] = 0.03 + 0.025 * f("mouth_openness")
@@ -167,7 +167,7 @@ def colours(factors: Tensor) -> dict[str, Tensor]:
         "hair": _lerp3((0.07, 0.05, 0.05), (0.50, 0.30, 0.14), (0.95, 0.82, 0.48), f("hair_colour")),
         "lip": _lerp3((0.90, 0.58, 0.58), (0.80, 0.30, 0.33), (0.62, 0.05, 0.14), f("lip_colour")),
         "iris": _lerp3((0.20, 0.45, 0.85), (0.30, 0.58, 0.30), (0.42, 0.24, 0.08), f("iris_colour")),
-        "background": _lerp3((0.55, 0.72, 0.88), (0.88, 0.86, 0.72), (0.72, 0.55, 0.75), f("background_colour")),
+        "background": _lerp3((0.40, 0.60, 0.90), (0.85, 0.85, 0.80), (0.90, 0.55, 0.45), f("background_colour")),
     }
 
 
@@ -193,11 +193,12 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
 
     # texture attached to the face frame (it moves and stretches with the face): a fixed sum of sinusoids,
     # smooth and supported by forward-mode AD (grid_sample is not)
-    fu, fv = (x - g["cx"]) / g["a"], (y - g["cy"]) / g["b_top"]
+    below = torch.sigmoid((y - g["cy"]) * 40)  # the lower face stretches with the jaw, the upper with the head
+    fu, fv = (x - g["cx"]) / g["a"], (y - g["cy"]) / (below * g["b_jaw"] + (1 - below) * g["b_top"])
     tex = _waves(fu, fv, noise).unsqueeze(1)
     strands = _waves(fu * 4, fv * 0.4, noise).unsqueeze(1)
-    shade = 0.16 * lighting * (x - g["cx"]).unsqueeze(1)  # side light: touches every pixel
-    skin = col["skin"] + shade + 0.025 * tex - 0.05 * ((x - g["cx"]) ** 2 + (y - g["cy"]) ** 2).unsqueeze(1)
+    shade = 0.2 * lighting * fu.unsqueeze(1)  # side light: touches every pixel
+    skin = col["skin"] + shade + 0.025 * tex - 0.03 * (fu**2 + fv**2).unsqueeze(1)
     hair = col["hair"] * (1 + 0.25 * strands) + shade
 
     layers: list[tuple[int, Tensor, Tensor]] = []  # (class, coverage, colour)
@@ -208,7 +209,7 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
     layers.append((C["hair"], cover(torch.minimum(hair_top, hair_sides)), hair))
     layers.append((C["cloth"], cover(_ellipse(x, y, 0.0, 1.45, 0.95, 0.6)),
                    const(0.25, 0.30, 0.45) + shade))
-    neck = torch.maximum((x - 0.5 * g["cx"]).abs() - 0.2, g["cy"] + 0.2 - y)
+    neck = torch.maximum((x - 0.5 * g["cx"]).abs() - 0.48 * g["a"], g["cy"] + 0.2 - y)
     layers.append((C["neck"], cover(neck), skin - 0.08))
     for side, cls in ((-1, C["r_ear"]), (1, C["l_ear"])):
         ear_x = g["cx"] + side * (g["a"] + 0.015) - 0.3 * g["yaw"]
@@ -257,7 +258,7 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
     fringe_edge = g["cy"] - g["b_top"] + 0.2 + 0.025 * torch.sin(18 * (x - g["cx"]))
     layers.append((C["hair"], cover(torch.maximum(hair_top, y - fringe_edge)), hair))
 
-    background = col["background"] + 0.05 * lighting * x.unsqueeze(1) - 0.1 * (y.unsqueeze(1) + 1) * 0.5
+    background = col["background"] + 0.08 * lighting * x.unsqueeze(1) - 0.1 * (y.unsqueeze(1) + 1) * 0.5
     image = background
     for _, cov, colour in layers:
         image = image * (1 - cov) + colour * cov

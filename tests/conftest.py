@@ -1,0 +1,26 @@
+"""Shared test helpers: compose the real Hydra config with overrides, small and W&B-free."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from ice_exp.cli import CONF_DIR
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2"]
+
+
+def make_config(*overrides: str, small: bool = True) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=(SMALL if small else []) + list(overrides))
+
+
+@pytest.fixture
+def config():
+    return make_config
