@@ -42,8 +42,12 @@ MORPHOLOGIES = ("none", "dilate", "erode", "ring")
 
 
 def kernel_side(ks_ratio: float, resolution: int) -> int:
-    """Odd square-kernel side for a ratio of the image side (the seed: ks_ratio * 512)."""
-    return max(1, int(round(ks_ratio * resolution))) // 2 * 2 + 1
+    """Odd square-kernel side for a ratio of the image side (the seed: ks_ratio * 512). At least 3 for any
+    ratio > 0, so that a dilation always covers the 1-pixel anti-aliased edge of a region, as the seed's
+    ratios do at 512 px and above."""
+    if ks_ratio <= 0:
+        return 1
+    return max(3, int(round(ks_ratio * resolution)) // 2 * 2 + 1)
 
 
 def check_morphology(op: str, ks_ratio: float) -> None:

@@ -1,0 +1,68 @@
+"""FAN 68-point landmarks, differentiable end to end (method.md §2).
+
+face-alignment's ``FaceAlignment`` runs a face detector, crops, takes a hard argmax of the heatmaps and
+may ``torch.compile`` the network; none of that is differentiable or needed on aligned faces. Here the
+bare ``face_alignment.models.FAN`` (4 hourglass stacks) reads the whole image resized to 256, and the
+last stack's heatmaps become coordinates through a soft-argmax.
+
+Pixel convention (``analyzers.base.Landmarker``): pixel centres sit at integer coordinates, pixel (row i,
+column j) at (j, i), and an image of side R spans [-0.5, R - 0.5]. A heatmap of side r therefore maps to
+the image by ``x_R = (x_r + 0.5) * R / r - 0.5`` (the two grids cover the same square).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from face_alignment.models import FAN
+from torch import Tensor
+
+from ice_exp.analyzers.base import Landmarker
+from ice_exp.analyzers.points import rescale_points
+from ice_exp.analyzers.weights import Pretrained, WeightSpec
+from ice_exp.criteria.base import resize
+from ice_exp.generators.base import Frame
+
+# face-alignment >= 1.5 publishes a plain state dict; older releases published TorchScript archives
+# (read for their parameters only, see weights.read_state_dict). All three are FAN(4) weights.
+FAN_WEIGHTS = WeightSpec(
+    what="FAN 2D landmarks (face-alignment 2DFAN-4)",
+    file_names=("2DFAN4-11f355bf06.pth.tar", "2DFAN4_1.6-c827573f02.zip", "2DFAN4-cd938726ad.zip"),
+    caches=("torch_hub",),
+    url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+)
+
+
+def soft_argmax(heatmaps: Tensor, eps: float = 1e-12) -> Tensor:
+    """Expected position under each heatmap: [B, K, H, W] non-negative weights -> [B, K, 2] (x, y) in the
+    heatmap's pixel frame (pixel centres at integers). Each map is normalised to sum 1; an all-zero map
+    gives (0, 0) rather than NaN."""
+    h, w = heatmaps.shape[-2:]
+    p = heatmaps / heatmaps.sum((-2, -1), keepdim=True).clamp_min(eps)
+    xs = torch.arange(w, dtype=p.dtype, device=p.device)
+    ys = torch.arange(h, dtype=p.dtype, device=p.device)
+    return torch.stack([(p.sum(-2) * xs).sum(-1), (p.sum(-1) * ys).sum(-1)], dim=-1)
+
+
+class FANLandmarker(Landmarker, Pretrained):
+    """Image -> resize to ``size`` (256 as trained; inputs in [0, 1] RGB, no normalisation) -> FAN ->
+    last-stack heatmaps -> ReLU (an expectation needs non-negative weights; raw maps may dip below zero)
+    -> soft-argmax -> image pixels. The soft-argmax is a smooth stand-in for face-alignment's hard argmax,
+    which has no gradient; any positive background in a map pulls it towards the map's centre (not
+    measured here: the real weights are not available on the build machines)."""
+
+    def __init__(self, num_modules: int = 4, size: int = 256) -> None:
+        super().__init__()
+        self.net, self.size = FAN(num_modules), size
+        self.freeze()
+
+    def forward(self, frame: Frame) -> Tensor:
+        heatmaps = self.net(resize(frame.image, self.size))[-1].relu()
+        return rescale_points(soft_argmax(heatmaps), heatmaps.shape[-1], frame.image.shape[-1])
+
+
+def fan(path: str | Path | None = None, size: int = 256) -> FANLandmarker:
+    """FAN(4) with the published 2DFAN-4 weights: ``path`` (file or folder), else the torch hub cache."""
+    landmarker = FANLandmarker(4, size)
+    landmarker.load_weights(FAN_WEIGHTS, path)
+    return landmarker
