@@ -28,28 +28,60 @@ def null_intersection(problem: Problem, tol: float = 1e-6) -> Tensor:
     return q[:, lam < tol]
 
 
-def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | None) -> Solution:
-    """Sort by σ descending and keep σ > rho * σ_max (nothing when σ_max <= 0)."""
+NUMERICAL_ZERO = 1e-10  # gains below this share of the activate term's largest eigenvalue are round-off
+
+
+def sequential_null_basis(problem: Problem) -> Tensor:
+    """B for the Rayleigh reading of "near-null": v stays iff vᵀM_j v < r_j λ_max(M_j) for every term,
+    imposed one term at a time inside the basis left by the previous ones. Unlike the exact
+    intersection, a direction that a term moves only slightly is not lost because that term's
+    significant eigenvectors lean a little towards it."""
+    basis = torch.eye(problem.activate.shape[0], dtype=torch.float64, device=problem.activate.device)
+    for term in problem.suppress:
+        gram = term.gram.double()
+        lam, p = torch.linalg.eigh(basis.T @ gram @ basis)
+        basis = basis @ p[:, lam < term.ratio * torch.linalg.eigvalsh(gram)[-1].clamp_min(0)]
+    return basis
+
+
+def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | None, scale: Tensor) -> Solution:
+    """Sort by σ descending and keep σ > rho * σ_max; σ below NUMERICAL_ZERO * ``scale`` (λ_max of M_act)
+    is round-off, so a null-space intersection that kills the activate term returns no direction."""
     order = torch.argsort(sigma, descending=True)
     sigma, directions = sigma[order], directions[:, order]
-    keep = sigma > rho * sigma[0] if len(sigma) and sigma[0] > 0 else torch.zeros_like(sigma, dtype=torch.bool)
+    keep = (sigma > rho * sigma[:1].clamp_min(0)) & (sigma > NUMERICAL_ZERO * scale)
     sigma, directions = sigma[keep], directions[:, keep]
     return Solution(sigma=sigma[:max_directions], directions=directions[:, :max_directions])
 
 
+NULL_SPACES = ("intersection", "sequential")
+
+
+def null_basis(problem: Problem, null_space: str = "intersection", tol: float = 1e-6) -> Tensor:
+    """The basis B the directions must live in: method.md's exact intersection, or the sequential one."""
+    if null_space not in NULL_SPACES:
+        raise ValueError(f"solver.null_space: unknown {null_space!r}; allowed values: {', '.join(NULL_SPACES)}")
+    return null_intersection(problem, tol) if null_space == "intersection" else sequential_null_basis(problem)
+
+
 class EarlyProjection(Solver):
     """Maximise vᵀM_act v subject to v ⟂ the significant eigenspace of every suppress term: eigendecompose
-    BᵀM_act B in the null-space intersection B and keep σ > rho * σ_max. Needs the Gram matrices only."""
+    BᵀM_act B in the null-space basis B and keep σ > rho * σ_max. Needs the Gram matrices only.
+    ``null_space``: "intersection" (method.md §4, the default) or "sequential" (see sequential_null_basis)."""
 
-    def __init__(self, rho: float = 1e-2, max_directions: int | None = None) -> None:
+    def __init__(self, rho: float = 1e-2, max_directions: int | None = None, null_space: str = "intersection",
+                 intersection_tol: float = 1e-6) -> None:
         self.rho, self.max_directions = rho, max_directions
+        self.null_space, self.intersection_tol = null_space, intersection_tol
+        null_basis(Problem(torch.zeros(1, 1, dtype=torch.float64)), null_space)  # validate now
 
     def __call__(self, problem: Problem) -> Solution:
-        basis = null_intersection(problem)
+        basis = null_basis(problem, self.null_space, self.intersection_tol)
         if basis.shape[1] == 0:
             return Solution(torch.zeros(0, dtype=torch.float64), basis)
-        sigma, p = torch.linalg.eigh(basis.T @ problem.activate.double() @ basis)
-        return _top(sigma, basis @ p, self.rho, self.max_directions)
+        act = problem.activate.double()
+        sigma, p = torch.linalg.eigh(basis.T @ act @ basis)
+        return _top(sigma, basis @ p, self.rho, self.max_directions, torch.linalg.eigvalsh(act)[-1])
 
 
 class LateProjection(Solver):
@@ -57,16 +89,18 @@ class LateProjection(Solver):
     of *all* suppress terms and renormalised (the seed's version used only the last term and normalised
     rows). Directions whose projection vanishes are dropped. σ is the activate gain after projection."""
 
-    def __init__(self, rho: float = 1e-2, max_directions: int | None = None) -> None:
+    def __init__(self, rho: float = 1e-2, max_directions: int | None = None, null_space: str = "intersection",
+                 intersection_tol: float = 1e-6) -> None:
         self.rho, self.max_directions = rho, max_directions
+        self.null_space, self.intersection_tol = null_space, intersection_tol
 
     def __call__(self, problem: Problem) -> Solution:
         act = problem.activate.double()
         lam, q = torch.linalg.eigh(act)
         q = q[:, lam > self.rho * lam[-1].clamp_min(0)]
-        basis = null_intersection(problem)
+        basis = null_basis(problem, self.null_space, self.intersection_tol)
         projected = basis @ (basis.T @ q)
         norms = projected.norm(dim=0)
         projected = projected[:, norms > 1e-6] / norms[norms > 1e-6]
         sigma = ((act @ projected) * projected).sum(0)
-        return _top(sigma, projected, 0.0, self.max_directions)
+        return _top(sigma, projected, 0.0, self.max_directions, lam[-1])

@@ -22,7 +22,7 @@ FACTORS: tuple[str, ...] = GEOMETRY + APPEARANCE
 
 COARSE_LAYERS = 4  # style layers 0..3 drive geometry, the rest drive appearance
 LIVE_FRACTION = 0.75  # the first 75% of each layer's coordinates are read; the rest affect nothing
-SHARED_WEIGHT = 0.8  # weight of the component all rows of a kind share (pairwise cosine ~0.4)
+SHARED_WEIGHT = 0.25  # weight of the component all rows of a kind share (pairwise cosine ~0.06 on top of chance)
 
 
 def factor_index(names: list[str] | tuple[str, ...], key: str = "factors") -> list[int]:

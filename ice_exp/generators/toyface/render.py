@@ -65,7 +65,7 @@ def geometry(factors: Tensor) -> dict[str, Tensor]:
     g["brow_y"] = g["eye_y"] - (0.14 + 0.035 * f("brow_height"))
     g["nose_x"], g["nose_tip_x"] = yaw * 1.0, yaw * 1.25
     g["nose_tip_y"] = g["eye_y"] + 0.19 + 0.045 * f("nose_length")
-    g["nose_w"] = 0.06 + 0.03 * f("nose_width")
+    g["nose_w"] = 0.062 + 0.035 * f("nose_width")
     g["mouth_x"], g["mouth_y"] = yaw * 0.9, torch.full_like(yaw, 0.31)
     g["mouth_w"] = 0.14 + 0.03 * f("mouth_width")
     g["mouth_o"] = 0.03 + 0.025 * f("mouth_openness")
@@ -171,6 +171,15 @@ def colours(factors: Tensor) -> dict[str, Tensor]:
     }
 
 
+def _stretch(d: Tensor, inner: Tensor | float, outer: Tensor, nominal: float) -> Tensor:
+    """Face-frame coordinate of an offset d from the face centre, in units of ``nominal``: fixed within
+    |d| < inner (where the features are), stretched beyond it so that the outline at ``outer`` maps to where
+    it sits on the nominal face. Skin then moves with the outline as a landmark warp moves it."""
+    ramp = torch.sigmoid((d.abs() - inner) * 60)
+    far = inner + (d.abs() - inner) * (nominal - inner) / (outer - inner)
+    return torch.sign(d) * ((1 - ramp) * d.abs() + ramp * far) / nominal
+
+
 def _waves(u: Tensor, v: Tensor, noise: Tensor) -> Tensor:
     """Unit-variance texture: sum of sinusoids with fixed frequencies and phases ``noise`` [K, 3]."""
     phase = u[..., None] * noise[:, 0] + v[..., None] * noise[:, 1] + noise[:, 2]
@@ -193,27 +202,32 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
 
     # texture attached to the face frame (it moves and stretches with the face): a fixed sum of sinusoids,
     # smooth and supported by forward-mode AD (grid_sample is not)
-    below = torch.sigmoid((y - g["cy"]) * 40)  # the lower face stretches with the jaw, the upper with the head
-    fu, fv = (x - g["cx"]) / g["a"], (y - g["cy"]) / (below * g["b_jaw"] + (1 - below) * g["b_top"])
+    # Two frames carry texture and shading: the face frame (fu, fv) stretches with the face outline, so
+    # face skin moves with the landmarks; the body frame (bu, bv) carries hair, neck, ears and clothes,
+    # which do not follow the face shape.
+    fu = _stretch(x - g["cx"], 0.3, g["a"], 0.42)  # the cheeks stretch with the face width
+    fv = _stretch(y - g["cy"], g["mouth_y"] - g["cy"], g["b_jaw"], 0.58)  # the chin with the jaw length
+    bu, bv = (x - g["cx"]) / 0.42, (y - g["cy"]) / 0.56
+    light = 0.2 * lighting  # side light: touches every pixel
+    face_light, body_light = light * fu.unsqueeze(1), light * bu.unsqueeze(1)
     tex = _waves(fu, fv, noise).unsqueeze(1)
-    strands = _waves(fu * 4, fv * 0.4, noise).unsqueeze(1)
-    shade = 0.2 * lighting * fu.unsqueeze(1)  # side light: touches every pixel
-    skin = col["skin"] + shade + 0.025 * tex - 0.03 * (fu**2 + fv**2).unsqueeze(1)
-    hair = col["hair"] * (1 + 0.25 * strands) + shade
+    skin = col["skin"] + face_light + 0.025 * tex - 0.03 * (fu**2 + fv**2).unsqueeze(1)
+    body = col["skin"] + body_light + 0.025 * _waves(bu, bv, noise).unsqueeze(1) - 0.03
+    hair = col["hair"] * (1 + 0.25 * _waves(bu * 4, bv * 0.4, noise).unsqueeze(1)) + body_light
 
     layers: list[tuple[int, Tensor, Tensor]] = []  # (class, coverage, colour)
     # hair behind the head: rounded top and straight sides down to the hair length
-    hx, hw = g["cx"] - 0.2 * g["yaw"], g["a"] + 0.1
+    hx, hw = g["cx"] - 0.2 * g["yaw"], 0.52  # the hair does not follow the face width
     hair_top = _ellipse(x, y, hx, g["cy"] - 0.06, hw, g["b_top"] + 0.12)
     hair_sides = torch.maximum((x - hx).abs() - hw, torch.maximum(g["cy"] - 0.06 - y, y - g["hair_bottom"]))
     layers.append((C["hair"], cover(torch.minimum(hair_top, hair_sides)), hair))
     layers.append((C["cloth"], cover(_ellipse(x, y, 0.0, 1.45, 0.95, 0.6)),
-                   const(0.25, 0.30, 0.45) + shade))
-    neck = torch.maximum((x - 0.5 * g["cx"]).abs() - 0.48 * g["a"], g["cy"] + 0.2 - y)
-    layers.append((C["neck"], cover(neck), skin - 0.08))
+                   const(0.25, 0.30, 0.45) + body_light))
+    neck = torch.maximum((x - 0.5 * g["cx"]).abs() - 0.2, g["cy"] + 0.2 - y)
+    layers.append((C["neck"], cover(neck), body - 0.08))
     for side, cls in ((-1, C["r_ear"]), (1, C["l_ear"])):
-        ear_x = g["cx"] + side * (g["a"] + 0.015) - 0.3 * g["yaw"]
-        layers.append((cls, cover(_ellipse(x, y, ear_x, g["eye_y"] + 0.04, 0.055, 0.11)), skin - 0.04))
+        ear_x = g["cx"] + side * 0.43 - 0.3 * g["yaw"]  # ears sit behind the cheeks, at a fixed width
+        layers.append((cls, cover(_ellipse(x, y, ear_x, g["eye_y"] + 0.04, 0.07, 0.11)), body - 0.04))
     dx, dy = x - g["cx"], y - g["cy"]
     rho = torch.sqrt(dx**2 + dy**2 + EPS)
     layers.append((C["skin"], cover(rho - _face_radius(dx / rho, dy / rho, g)), skin))
@@ -226,14 +240,14 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
     for side in (-1, 1):
         nostril = _ellipse(x, y, g["nose_tip_x"] + side * 0.5 * g["nose_w"], g["nose_tip_y"] + 0.15 * g["nose_w"],
                            0.3 * g["nose_w"], 0.18 * g["nose_w"])
-        layers.append((C["nose"], cover(nostril), skin * 0.35))
+        layers.append((C["nose"], cover(nostril), skin - 0.4))  # additive, as all skin shading: a tone change shifts the whole region
     # eyes: sclera, iris and pupil clipped to the eye, then the lid line
     for side, cls in ((-1, C["r_eye"]), (1, C["l_eye"])):
         ex = side * g["eye_dx"] + g["eye_x_shift"]
         eye = _ellipse(x, y, ex, g["eye_y"], g["eye_w"], g["eye_h"])
         inside = cover(eye)
         iris_r = 0.5 * g["eye_w"]
-        layers.append((cls, inside, const(0.96, 0.96, 0.94) + 0.3 * shade))
+        layers.append((cls, inside, const(0.96, 0.96, 0.94) + 0.3 * face_light))
         layers.append((cls, inside * cover(_ellipse(x, y, ex, g["eye_y"], iris_r, iris_r)), col["iris"] * (1 + 0.3 * tex)))
         layers.append((cls, inside * cover(_ellipse(x, y, ex, g["eye_y"], 0.45 * iris_r, 0.45 * iris_r)), const(0.03, 0.03, 0.03)))
         upper_lid = torch.sigmoid((g["eye_y"] - y) / 0.01)  # the upper lid line is drawn thicker
@@ -244,12 +258,12 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
         s = (x - bx) / BROW_HALF_LEN
         centre = g["brow_y"] - BROW_ARCH * (1 - s**2)
         brow = torch.maximum((y - centre).abs() - BROW_THICK * (1 - 0.4 * s**2), (x - bx).abs() - BROW_HALF_LEN)
-        layers.append((C["r_brow"] if side < 0 else C["l_brow"], cover(brow), col["hair"] * 0.6 + 0.05))
+        layers.append((C["r_brow"] if side < 0 else C["l_brow"], cover(brow), const(0.22, 0.15, 0.10)))
     # lips and the mouth interior with teeth
     lips = _lip_curves(x, g)
     mx, mw = g["mouth_x"], g["mouth_w"]
-    layers.append((C["u_lip"], cover(_band(x, y, lips["upper_out"], lips["upper_in"], mx, mw)), col["lip"] + shade))
-    layers.append((C["l_lip"], cover(_band(x, y, lips["lower_in"], lips["lower_out"], mx, mw)), col["lip"] * 1.08 + shade))
+    layers.append((C["u_lip"], cover(_band(x, y, lips["upper_out"], lips["upper_in"], mx, mw)), col["lip"] + face_light))
+    layers.append((C["l_lip"], cover(_band(x, y, lips["lower_in"], lips["lower_out"], mx, mw)), col["lip"] * 1.08 + face_light))
     interior = _band(x, y, lips["upper_in"], lips["lower_in"], mx, mw)
     layers.append((C["mouth"], cover(interior), const(0.30, 0.06, 0.08)))
     teeth = torch.maximum(interior, y - lips["upper_in"] - 0.45 * (lips["lower_in"] - lips["upper_in"]))
