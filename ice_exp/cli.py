@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from ice_exp.analyzers import Analyzers
 from ice_exp.data import LatentSamples, latent_pool
 from ice_exp.discovery import DiscoveryModule, RunSettings
-from ice_exp.engine.jacobian import check_mode
 from ice_exp.generators.base import check_space
 from ice_exp.outputs import config_hash, versions, write_json
 from ice_exp.terms import build_terms
@@ -47,7 +46,6 @@ def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
 def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Validate the config, build everything, accumulate, solve, evaluate; returns the metrics."""
     space = check_space(cfg.space)
-    check_mode(cfg.engine.mode)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     analyzers = build_analyzers(cfg.analyzer)
     generator = instantiate(cfg.generator)
@@ -69,7 +67,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             "config_hash": meta["config_hash"], "seed": cfg.seed, "samples": resolved["samples"],
             "versions": versions(), "weights_sha256": checksums, "torch_threads": torch.get_num_threads()})
 
-    settings = RunSettings(space=space, engine_mode=cfg.engine.mode, engine_chunk=cfg.engine.chunk, z_eval=z_eval,
+    settings = RunSettings(space=space, engine=OmegaConf.to_container(cfg.engine, resolve=True), z_eval=z_eval,
                            truth=truth_factors(cfg, generator), out_dir=out_dir, steps=list(cfg.viz.steps),
                            magnitude=cfg.viz.magnitude, grid_directions=cfg.viz.directions, meta=meta)
     module = DiscoveryModule(generator, terms, solver, settings)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ice_exp.engine.accumulator import GramAccumulator
 from ice_exp.evaluation import evaluate, ground_truth
 from ice_exp.generators.base import Generator
-from ice_exp.grams import sample_grams
+from ice_exp.grams import SampleGrams
 from ice_exp.outputs import save_subspace, write_json
 from ice_exp.solvers.base import Problem, Solution, Solver, SuppressTerm
 from ice_exp.terms import Terms
@@ -28,8 +28,7 @@ from ice_exp.viz import direction_grid, spectrum_plot
 @dataclass
 class RunSettings:
     space: str = "s"
-    engine_mode: str = "auto"
-    engine_chunk: int = 64
+    engine: dict[str, Any] = field(default_factory=dict)  # conf/config.yaml: engine (SampleGrams options)
     z_eval: Tensor | None = None  # held-out samples
     truth: list[str] | None = None  # ground-truth factor group (toyface)
     out_dir: Path | None = None  # where rank 0 writes; None writes nothing
@@ -47,6 +46,7 @@ class DiscoveryModule(pl.LightningModule):
         self.criteria = nn.ModuleList(terms.criteria.values())  # registered so that .to(device) moves them
         dim = generator.space_dim(settings.space)
         self.accumulators = nn.ModuleDict({t.name: GramAccumulator(dim) for t in terms.terms})
+        self.grams = SampleGrams(generator, terms, settings.space, **settings.engine)
         self.solution: Solution | None = None
         self.metrics: dict[str, Any] = {}
         self._started = 0.0
@@ -57,15 +57,14 @@ class DiscoveryModule(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         _, z = batch
         u = self.generator.encode(z, self.settings.space)[0].detach()
-        grams = sample_grams(self.generator, self.terms, u, self.settings.space,
-                             mode=self.settings.engine_mode, chunk=self.settings.engine_chunk)
-        for name, g in grams.items():
+        for name, g in self.grams(z[0], u).items():
             self.accumulators[name].update(g)
 
     def problem(self) -> Problem:
         grams = {name: acc.compute() for name, acc in self.accumulators.items()}  # summed over processes
         return Problem(activate=grams[self.terms.activate.name],
-                       suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in self.terms.suppress])
+                       suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in self.terms.suppress],
+                       generator=self.generator, space=self.settings.space)
 
     def on_validation_epoch_end(self) -> None:
         problem = self.problem()

@@ -7,7 +7,10 @@ Three exact routes give the same J [m, D] (m outputs, D latent dims):
 - ``jvp``: forward-mode passes for a chunk of latent basis vectors at once (vmap over JVPs); cheapest
   when m > D.
 ``auto`` picks vjp or jvp by comparing m and D, and falls back to vjp where an op has no forward-mode
-derivative.
+derivative. Chunk sizes come from ``engine.memory`` (free memory, halved on out-of-memory) unless given.
+
+The two batched primitives, ``pullback_rows`` (Jᵀc for many c) and ``directional`` (Jt for many t), are
+also what the matrix-free sketches in ``engine.sketch`` are built from.
 """
 from __future__ import annotations
 
@@ -16,7 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ice_exp.engine.memory import in_chunks
+
 MODES = ("auto", "loop", "vjp", "jvp")
+
+Fn = Callable[[Tensor], Tensor]
+Rows = Tensor | Callable[[int, int], Tensor]  # [count, n], or (start, stop) -> rows start..stop-1
 
 
 def check_mode(mode: str) -> str:
@@ -25,41 +33,69 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def jacobian(fn: Callable[[Tensor], Tensor], u: Tensor, mode: str = "auto", chunk: int = 64) -> Tensor:
-    """J = d fn(u) / d u for a flat input u [D] and flat output fn(u) [m]; returns [m, D]."""
+def jacobian(fn: Fn, u: Tensor, mode: str = "auto", chunk: int | None = None) -> Tensor:
+    """J = d fn(u) / d u for a flat input u [D] and flat output fn(u) [m]; returns [m, D].
+    ``chunk``: rows (vjp) or columns (jvp) per batched pass; None chooses from free memory."""
     check_mode(mode)
     if mode == "loop":
         return _jacobian_loop(fn, u)
-    if mode == "auto":
+    if mode == "vjp":
+        return _jacobian_vjp(fn, u, chunk)
+    if mode == "jvp":
+        return _jacobian_jvp(fn, u, chunk)
+    with torch.no_grad():
+        m = fn(u).numel()
+    if m < u.numel():
+        return _jacobian_vjp(fn, u, chunk, m)
+    try:
+        return _jacobian_jvp(fn, u, chunk)
+    except NotImplementedError:  # an op without forward-mode derivative
+        return _jacobian_vjp(fn, u, chunk, m)
+
+
+def basis_rows(start: int, stop: int, size: int, like: Tensor) -> Tensor:
+    """Rows start..stop-1 of the identity of side ``size`` (built per chunk: eye(9088) would be 330 MB)."""
+    rows = torch.zeros(stop - start, size, dtype=like.dtype, device=like.device)
+    rows[torch.arange(stop - start, device=like.device), torch.arange(start, stop, device=like.device)] = 1
+    return rows
+
+
+def pullback_rows(fn: Fn, u: Tensor, cotangents: Rows, count: int | None = None, chunk: int | None = None) -> Tensor:
+    """Jᵀc for each cotangent c [m] -> [count, D]: one forward, then batched reverse passes.
+    ``cotangents`` is a [count, m] tensor or a function (start, stop) -> its rows start..stop-1."""
+    _, pullback = torch.func.vjp(fn, u)
+    make, count = _rows(cotangents, count, u)
+    return in_chunks(lambda i, j: torch.func.vmap(pullback)(make(i, j))[0], count, u.device, chunk)
+
+
+def directional(fn: Fn, u: Tensor, tangents: Rows, count: int | None = None, chunk: int | None = None) -> Tensor:
+    """J t for each tangent t [D] -> [count, m], by batched forward mode (same ``Rows`` forms as above)."""
+    push = lambda t: torch.func.jvp(fn, (u,), (t,))[1]  # noqa: E731
+    make, count = _rows(tangents, count, u)
+    return in_chunks(lambda i, j: torch.func.vmap(push)(make(i, j)), count, u.device, chunk)
+
+
+def _rows(rows: Rows, count: int | None, like: Tensor) -> tuple[Callable[[int, int], Tensor], int]:
+    if isinstance(rows, Tensor):
+        return (lambda i, j: rows[i:j].to(like)), len(rows)
+    if count is None:
+        raise ValueError("rows given as a function need their count")
+    return rows, count
+
+
+def _jacobian_vjp(fn: Fn, u: Tensor, chunk: int | None, m: int | None = None) -> Tensor:
+    if m is None:
         with torch.no_grad():
             m = fn(u).numel()
-        if m < u.numel():
-            return _jacobian_vjp(fn, u, chunk)
-        try:
-            return _jacobian_jvp(fn, u, chunk)
-        except NotImplementedError:  # e.g. grid_sample has no forward-mode derivative
-            return _jacobian_vjp(fn, u, chunk)
-    return _jacobian_vjp(fn, u, chunk) if mode == "vjp" else _jacobian_jvp(fn, u, chunk)
+    return pullback_rows(fn, u, lambda i, j: basis_rows(i, j, m, u), m, chunk)
 
 
-def _jacobian_vjp(fn: Callable[[Tensor], Tensor], u: Tensor, chunk: int) -> Tensor:
-    out, pullback = torch.func.vjp(fn, u)
-    rows = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
-    return torch.cat([torch.func.vmap(pullback)(rows[i: i + chunk])[0] for i in range(0, len(rows), chunk)])
+def _jacobian_jvp(fn: Fn, u: Tensor, chunk: int | None) -> Tensor:
+    dim = u.numel()
+    return directional(fn, u, lambda i, j: basis_rows(i, j, dim, u), dim, chunk).T
 
 
-def _jacobian_jvp(fn: Callable[[Tensor], Tensor], u: Tensor, chunk: int) -> Tensor:
-    basis = torch.eye(u.numel(), dtype=u.dtype, device=u.device)
-    return directional(fn, u, basis, chunk).T
-
-
-def directional(fn: Callable[[Tensor], Tensor], u: Tensor, tangents: Tensor, chunk: int = 64) -> Tensor:
-    """J t for each row t of ``tangents`` [K, D] -> [K, m], by batched forward mode."""
-    push = lambda t: torch.func.jvp(fn, (u,), (t,))[1]  # noqa: E731
-    return torch.cat([torch.func.vmap(push)(tangents[i: i + chunk]) for i in range(0, len(tangents), chunk)])
-
-
-def _jacobian_loop(fn: Callable[[Tensor], Tensor], u: Tensor) -> Tensor:
+def _jacobian_loop(fn: Fn, u: Tensor) -> Tensor:
     """The seed's method: one forward, then one ``backward`` per output row."""
     u = u.detach().requires_grad_(True)
     with torch.enable_grad():

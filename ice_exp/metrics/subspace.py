@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ice_exp.solvers.ice import significant_eigenspace
+
 
 def orthonormal(basis: Tensor) -> Tensor:
     u, s, _ = torch.linalg.svd(basis.double(), full_matrices=False)
@@ -19,3 +21,11 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
     cos = torch.linalg.svdvals(qa.T @ qb).clamp(-1, 1)
     return torch.rad2deg(torch.arccos(cos)).flip(0)
 
+
+
+def eigenspace_angle(approx: Tensor, exact: Tensor, ratio: float) -> tuple[float, int, int]:
+    """How well a Gram approximation keeps the solver's view of a term: the largest principal angle (degrees)
+    between the eigenspaces with λ ≥ ratio·λ_max of ``approx`` and ``exact``, and their dimensions. The
+    null space at ``ratio`` is the orthogonal complement, so its angle is the same when the dimensions match."""
+    a, b = significant_eigenspace(approx, ratio), significant_eigenspace(exact, ratio)
+    return float(principal_angles(a, b).max()), a.shape[1], b.shape[1]

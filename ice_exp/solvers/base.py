@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
+
+from ice_exp.generators.base import Generator
 
 
 @dataclass
@@ -15,16 +18,38 @@ class SuppressTerm:
 
 @dataclass
 class Problem:
-    """The Gram matrices of one run (method.md §4) plus what data-driven peers need."""
+    """The Gram matrices of one run (method.md §4) plus what generator-based peers need (SeFa and GANSpace
+    read the generator's weights or samples and ignore the Grams; Gram-based solvers ignore these)."""
 
     activate: Tensor  # [D, D] float64
     suppress: list[SuppressTerm] = field(default_factory=list)
+    generator: Generator | None = None
+    space: str | None = None  # the space the directions must live in (dim D)
+
+    def background(self) -> Tensor:
+        """The peers' single background Gram M_b = Σ_j M_j / λ_max(M_j) over the suppress terms (zero without
+        any). Each term is scaled to unit λ_max because terms come in different units (px² of landmarks,
+        colour² of pixels): an unscaled sum would let one term hide the others."""
+        total = torch.zeros_like(self.activate, dtype=torch.float64)
+        for term in self.suppress:
+            g = term.gram.double()
+            total += g / torch.linalg.eigvalsh(g)[-1].clamp_min(1e-300)
+        return total
 
 
 @dataclass
 class Solution:
-    sigma: Tensor  # [K] the activate gain of each direction, descending
+    sigma: Tensor  # [K] each direction's score, descending (ICE: its activate gain; peers: their own objective)
     directions: Tensor  # [D, K] unit columns
+
+
+def ranked(sigma: Tensor, directions: Tensor, max_directions: int | None = None, rho: float = 0.0) -> Solution:
+    """Directions sorted by score σ, descending, keeping σ > rho·σ_max (all with rho = 0), at most
+    ``max_directions``."""
+    order = torch.argsort(sigma, descending=True)
+    sigma, directions = sigma[order], directions[:, order]
+    keep = sigma > rho * sigma[:1].clamp_min(0) if rho > 0 else torch.ones_like(sigma, dtype=torch.bool)
+    return Solution(sigma[keep][:max_directions], directions[:, keep][:, :max_directions])
 
 
 class Solver:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ice_exp.solvers.base import Problem, Solution, Solver
+from ice_exp.solvers.base import Problem, Solution, Solver, ranked
 
 
 def significant_eigenspace(gram: Tensor, ratio: float) -> Tensor:
@@ -45,13 +45,10 @@ def sequential_null_basis(problem: Problem) -> Tensor:
 
 
 def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | None, scale: Tensor) -> Solution:
-    """Sort by σ descending and keep σ > rho * σ_max; σ below NUMERICAL_ZERO * ``scale`` (λ_max of M_act)
-    is round-off, so a null-space intersection that kills the activate term returns no direction."""
-    order = torch.argsort(sigma, descending=True)
-    sigma, directions = sigma[order], directions[:, order]
-    keep = (sigma > rho * sigma[:1].clamp_min(0)) & (sigma > NUMERICAL_ZERO * scale)
-    sigma, directions = sigma[keep], directions[:, keep]
-    return Solution(sigma=sigma[:max_directions], directions=directions[:, :max_directions])
+    """Keep σ > rho * σ_max, sorted; σ below NUMERICAL_ZERO * ``scale`` (λ_max of M_act) is round-off, so a
+    null space that kills the activate term returns no direction instead of noise."""
+    real = sigma > NUMERICAL_ZERO * scale
+    return ranked(sigma[real], directions[:, real], max_directions, rho)
 
 
 NULL_SPACES = ("intersection", "sequential")

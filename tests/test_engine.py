@@ -1,0 +1,192 @@
+"""JᵀJ engine: every route equals the seed's loop, chunking survives out-of-memory, the ICE result does not
+depend on the engine, the cache resumes exactly, and the sketches keep the null spaces the solver uses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ice_exp.analyzers import Analyzers
+from ice_exp.engine.accumulator import GramAccumulator
+from ice_exp.engine.jacobian import gram, jacobian
+from ice_exp.engine.memory import in_chunks
+from ice_exp.engine.precision import precision_error, precision_scope
+from ice_exp.engine.sketch import range_sketch, topk_gram
+from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
+from ice_exp.grams import SampleGrams, sample_grams, term_fn
+from ice_exp.metrics.subspace import eigenspace_angle, principal_angles
+from ice_exp.solvers.base import Problem, SuppressTerm
+from ice_exp.solvers.ice import EarlyProjection
+from ice_exp.terms import build_terms
+
+# mouth_shape with pixels, small enough for the loop: 40 + 96 landmark rows, 3·12² = 432 pixel rows, D = 192
+CRITERIA = {
+    "name": "mouth_shape",
+    "activate": {"criterion": {"name": "landmarks", "group": "mouth", "centred": True}, "part": "group"},
+    "suppress": {
+        "other_landmarks": {"criterion": {"name": "landmarks", "group": "mouth", "centred": True}, "part": "others", "ratio": 1e-2},
+        "outside_mouth": {"criterion": {"name": "masked_pixels", "regions": ["mouth_all"], "morphology": "dilate",
+                                        "ks_ratio": 0.1, "size": 12}, "part": "outside", "ratio": 1e-3},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def world():
+    """toyface in float64 at 32 px, its mouth_shape terms, and three sample latents in S."""
+    generator = ToyFaceGenerator(resolution=32, dtype=torch.float64)
+    terms = build_terms(CRITERIA, Analyzers(parser=OracleParser(), landmarker=OracleLandmarker()))
+    z = torch.randn(3, generator.z_dim, generator=torch.Generator().manual_seed(8))
+    return generator, terms, z
+
+
+def _u(generator, z):
+    return generator.encode(z[None], "s")[0].detach()
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("shape", [(40, 7), (5, 9)])  # more outputs than inputs (jvp wins) and fewer (vjp wins)
+def test_every_mode_equals_the_loop_on_a_float64_function(shape):
+    m, d = shape
+    a = torch.randn(m, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fn = lambda u: torch.tanh(a @ u) * (a @ u.sin())  # noqa: E731
+    u = torch.randn(d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    reference = jacobian(fn, u, "loop")
+    for mode in ("vjp", "jvp", "auto"):
+        for chunk in (None, 1, 3):
+            assert _rel(jacobian(fn, u, mode, chunk), reference) <= 1e-12, (mode, chunk)
+
+
+def test_linear_function_has_its_matrix_as_jacobian():
+    a = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    u = torch.randn(4, dtype=torch.float64)
+    for mode in ("loop", "vjp", "jvp", "auto"):
+        assert torch.allclose(jacobian(lambda v: a @ v + 1, u, mode), a, rtol=0, atol=1e-15)
+    assert torch.allclose(gram(a), a.T @ a)
+
+
+def test_engines_equal_the_loop_on_toyface_float64(world):
+    generator, terms, z = world
+    u = _u(generator, z[0])
+    reference = sample_grams(generator, terms, u, "s", mode="loop")
+    for mode in ("vjp", "jvp", "auto"):
+        grams = sample_grams(generator, terms, u, "s", mode=mode)
+        for name, g in reference.items():
+            assert _rel(grams[name], g) <= 1e-6, (mode, name, _rel(grams[name], g))
+
+
+def test_chunks_halve_on_out_of_memory_and_give_the_same_rows():
+    data = torch.arange(10.0)[:, None]
+    calls = []
+
+    def apply(i, j):
+        calls.append(j - i)
+        if j - i > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return data[i:j] * 2
+
+    assert torch.equal(in_chunks(apply, 10, torch.device("cpu"), chunk=8), data * 2)
+    assert calls[:3] == [8, 4, 2]  # halved until it fits, then kept
+    with pytest.raises(RuntimeError, match="other"):
+        in_chunks(lambda i, j: (_ for _ in ()).throw(RuntimeError("other")), 3, torch.device("cpu"), chunk=2)
+
+
+def test_precision_scope_restores_flags_and_the_check_measures_error():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with precision_scope("tf32", torch.device("cpu")):
+        assert matmul.fp32_precision == "tf32"
+    assert matmul.fp32_precision == before
+    a = torch.randn(30, 8, generator=torch.Generator().manual_seed(3))
+    fn = lambda u: torch.tanh(a @ u)  # noqa: E731
+    u = torch.randn(8, generator=torch.Generator().manual_seed(4))
+    assert precision_error(fn, u, "tf32", 1e-3)["gram_rel_error"] == 0  # TF32 does not exist on CPU
+    bf16 = precision_error(fn, u, "bf16", 1e-3)
+    assert 0 < bf16["gram_rel_error"] < 0.1 and bf16["dim"] == bf16["dim_exact"]
+
+
+def test_ice_result_does_not_depend_on_the_engine(world):
+    generator, terms, z = world
+    u = _u(generator, z[0])
+    solutions = []
+    for mode in ("vjp", "jvp", "auto"):
+        grams = sample_grams(generator, terms, u, "s", mode=mode)
+        problem = Problem(grams["activate"], [SuppressTerm(t.name, grams[t.name], t.ratio) for t in terms.suppress])
+        solutions.append(EarlyProjection()(problem))
+    for other in solutions[1:]:
+        assert other.directions.shape == solutions[0].directions.shape
+        assert torch.allclose(other.sigma, solutions[0].sigma, rtol=1e-8)
+        assert principal_angles(other.directions, solutions[0].directions).max() < 1e-4
+
+
+def test_resume_after_kill_gives_the_same_subspace(world, tmp_path, monkeypatch):
+    """A run killed after two of three samples restarts from the cache: only the third is computed, and
+    the accumulated matrices (hence the subspace) equal those of a run never interrupted."""
+    generator, terms, z = world
+
+    def accumulate(source, samples):
+        acc = {t.name: GramAccumulator(generator.space_dim("s")) for t in terms.terms}
+        for sample in samples:
+            for name, g in source(sample, _u(generator, sample)).items():
+                acc[name].update(g)
+        grams = {name: a.compute() for name, a in acc.items()}
+        return EarlyProjection()(Problem(grams["activate"], [SuppressTerm(t.name, grams[t.name], t.ratio) for t in terms.suppress]))
+
+    uninterrupted = accumulate(SampleGrams(generator, terms, "s"), z)
+    first = SampleGrams(generator, terms, "s", cache_dir=tmp_path)
+    for sample in z[:2]:  # the run dies after the second sample
+        first(sample, _u(generator, sample))
+    del first
+    import ice_exp.grams as grams_module
+
+    computed = []
+    real = grams_module.sample_grams
+    monkeypatch.setattr(grams_module, "sample_grams", lambda *a, **k: computed.append(1) or real(*a, **k))
+    resumed = accumulate(SampleGrams(generator, terms, "s", cache_dir=tmp_path), z)
+    assert len(computed) == 1
+    assert torch.equal(resumed.sigma, uninterrupted.sigma) and torch.equal(resumed.directions, uninterrupted.directions)
+    other_weights = SampleGrams(ToyFaceGenerator(resolution=32, seed=1, dtype=torch.float64), terms, "s", cache_dir=tmp_path)
+    assert other_weights.cache.dir != SampleGrams(generator, terms, "s", cache_dir=tmp_path).cache.dir
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_randomised_range_finder_keeps_the_null_space_within_a_degree():
+    """A 3,072-row pixel term of toyface (float32, as runs use it): the sketch spends fewer passes than rows
+    and its significant eigenspace at the term's ratio, and the resulting ICE subspace, are within 1°."""
+    generator = ToyFaceGenerator(resolution=48)
+    terms = build_terms({**CRITERIA, "suppress": {"outside_mouth": {**CRITERIA["suppress"]["outside_mouth"],
+                        "criterion": {**CRITERIA["suppress"]["outside_mouth"]["criterion"], "size": 32}}}},
+                        Analyzers(parser=OracleParser(), landmarker=OracleLandmarker()))
+    u = _u(generator, torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(8)))
+    fn = term_fn(generator, terms, u, "s", "outside_mouth")
+    exact = gram(jacobian(fn, u, "jvp"))
+    sketch = range_sketch(fn, u, rank=16, ratio=1e-3)
+    assert sketch.passes < 3072 and sketch.missed < 1e-3 * torch.linalg.eigvalsh(exact)[-1]
+    angle, dim, dim_exact = eigenspace_angle(sketch.gram(), exact, 1e-3)
+    assert dim == dim_exact and angle < 1.0
+    grams = sample_grams(generator, terms, u, "s")
+    approx = sample_grams(generator, terms, u, "s", suppress_rank=16)
+    solve = lambda g: EarlyProjection()(Problem(g["activate"], [SuppressTerm("outside_mouth", g["outside_mouth"], 1e-3)]))  # noqa: E731
+    assert principal_angles(solve(approx).directions, solve(grams).directions).max() < 1.0
+
+
+def test_activate_topk_matches_the_exact_top_eigenspace(world):
+    generator, terms, z = world
+    u = _u(generator, z[0])
+    fn = term_fn(generator, terms, u, "s", "activate")
+    exact = gram(jacobian(fn, u, "vjp"))
+    approx, passes = topk_gram(fn, u, k=3)
+    top = lambda g: torch.linalg.eigh(g)[1][:, -3:]  # noqa: E731
+    assert principal_angles(top(approx), top(exact)).max() < 0.1
+    assert torch.linalg.matrix_rank(approx) == 3 and passes > 0
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu(capsys):
+    from experiments.benchmarks.gpu import main
+
+    table = main(["--tiny", "--engines", "loop", "randomised", "--loop-rows", "1", "--rank", "200"])
+    assert [r["engine"] for r in table] == ["loop", "randomised"]
+    assert all(r["seconds"] > 0 and r["flop_floor_pflop"] > 0 for r in table)
+    assert "face_boundary" in capsys.readouterr().out

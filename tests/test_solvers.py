@@ -1,0 +1,148 @@
+"""Peer solvers on problems with a known answer, and the comparison table on toyface."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import scipy.linalg
+import torch
+from hydra import compose, initialize_config_dir
+
+from ice_exp.cli import CONF_DIR
+from ice_exp.compare import compare
+from ice_exp.generators.base import Frame, Generator
+from ice_exp.generators.stylegan2 import build_stylegan2
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.metrics.subspace import principal_angles
+from ice_exp.solvers.base import Problem, SuppressTerm
+from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
+from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
+
+E = torch.eye(6, dtype=torch.float64)
+
+
+def _same_direction(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return abs(float(a @ b)) > 1 - 1e-9
+
+
+def test_background_sums_suppress_terms_at_unit_scale():
+    problem = Problem(E, [SuppressTerm("a", 5 * torch.outer(E[0], E[0]), 0.1), SuppressTerm("b", 0.01 * torch.outer(E[1], E[1]), 0.1)])
+    assert torch.allclose(problem.background(), torch.outer(E[0], E[0]) + torch.outer(E[1], E[1]))
+
+
+def test_lowrankgan_projects_the_foreground_subspace_on_the_background_null_space():
+    """Foreground spans e0 and (e1 + e2)/√2 with gains 4 and 2; the background occupies e2. Projected on the
+    null space (e2 removed) the directions are e0 and e1; relaxing the null space by one keeps e1 + e2."""
+    fg_dirs = torch.stack([E[0], (E[1] + E[2]) / math.sqrt(2)], 1)
+    problem = Problem(fg_dirs @ torch.diag(torch.tensor([4.0, 2.0], dtype=torch.float64)) @ fg_dirs.T,
+                      [SuppressTerm("bg", torch.outer(E[2], E[2]), 1e-2)])
+    solution = LowRankGAN(rpca=False)(problem)
+    assert solution.directions.shape[1] == 2
+    assert _same_direction(solution.directions[:, 0], E[0]) and _same_direction(solution.directions[:, 1], E[1])
+    assert torch.allclose(solution.sigma, torch.tensor([4.0, 1.0], dtype=torch.float64))
+    relaxed = LowRankGAN(rpca=False, num_relax=1)(problem)
+    assert _same_direction(relaxed.directions[:, 1], fg_dirs[:, 1])
+
+
+def test_robust_pca_separates_low_rank_from_sparse():
+    n = 40
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(n, 2, generator=gen, dtype=torch.float64))[0]
+    low = basis @ torch.diag(torch.tensor([30.0, 10.0], dtype=torch.float64)) @ basis.T
+    sparse = torch.zeros(n, n, dtype=torch.float64)
+    for i, j in [(0, 5), (7, 30), (12, 12), (20, 33)]:
+        sparse[i, j] = sparse[j, i] = 5.0
+    found_low, found_sparse = robust_pca(low + sparse, lam=1 / math.sqrt(n))
+    assert (found_low - low).norm() / low.norm() < 1e-3
+    assert (found_sparse - sparse).norm() / sparse.norm() < 1e-2
+
+
+def test_resefa_solves_the_generalised_eigenproblem():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 6, generator=gen, dtype=torch.float64), torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    fg, bg = a @ a.T, b.T @ b  # the background is rank 3: ReSeFa's τ·tr(M_b)·I makes it definite
+    solution = ReSeFa(tau=1e-3, rho=0.0)(Problem(fg, [SuppressTerm("bg", bg, 1e-2)]))
+    scaled = bg / torch.linalg.eigvalsh(bg)[-1]  # Problem.background() scales each term to unit λ_max
+    regularised = scaled + 1e-3 * torch.trace(scaled) * torch.eye(6, dtype=torch.float64)
+    lam, vec = scipy.linalg.eigh(fg.numpy(), regularised.numpy())
+    assert torch.allclose(solution.sigma, torch.from_numpy(lam[::-1].copy()), rtol=1e-8)
+    expected = torch.from_numpy(vec[:, ::-1].copy())
+    for k in range(6):
+        assert _same_direction(solution.directions[:, k], expected[:, k] / expected[:, k].norm())
+    diagonal = ReSeFa()(Problem(torch.diag(torch.tensor([1.0, 2, 3, 0, 0, 0], dtype=torch.float64)),
+                                [SuppressTerm("bg", torch.diag(torch.tensor([0.0, 0, 1, 1, 1, 1], dtype=torch.float64)), 1e-2)]))
+    assert _same_direction(diagonal.directions[:, 0], E[1]) and _same_direction(diagonal.directions[:, 1], E[0])
+
+
+def test_sefa_finds_the_top_eigenvectors_of_known_affine_weights():
+    """toyface with designed affines: after row normalisation 120 style channels read w along e0, 60 along
+    e1 and 12 along e2, so AᵀA = diag(120, 60, 12, 0...): SeFa returns e0, e1, e2 with those eigenvalues."""
+    g = ToyFaceGenerator(resolution=32, dtype=torch.float64)
+    rows = torch.cat([torch.eye(g.w_dim, dtype=torch.float64)[i].expand(n, -1) * (1 + torch.rand(n, 1, dtype=torch.float64))
+                      for i, n in ((0, 120), (1, 60), (2, 12))])
+    g.affine_weight.copy_(rows)
+    problem = Problem(torch.eye(g.space_dim("w"), dtype=torch.float64), generator=g, space="w")
+    solution = SeFa(max_directions=3)(problem)
+    assert torch.allclose(solution.sigma, torch.tensor([120.0, 60, 12], dtype=torch.float64))
+    for k in range(3):
+        assert _same_direction(solution.directions[:, k], torch.eye(g.w_dim, dtype=torch.float64)[k])
+    in_s = SeFa(max_directions=3)(Problem(torch.eye(g.s_dim, dtype=torch.float64), generator=g, space="s"))
+    expected = g.affine_weight @ solution.directions  # styles move by A v
+    assert principal_angles(in_s.directions, expected).max() < 1e-4  # degrees; arccos round-off is ~1e-6
+
+
+def test_affine_matrix_reads_stylegan2_affines():
+    g = build_stylegan2(resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8)
+    net = g.synthesis_network
+    expected = torch.cat([net.layer(name).affine.weight * net.layer(name).affine.weight_gain
+                          for k in range(g.num_ws) for name, _, idx in net.layout if idx == k]).double()
+    assert torch.allclose(affine_matrix(g), expected, atol=1e-6)
+
+
+class LinearGenerator(Generator):
+    """w = C^½ z with a known covariance C; one style layer equal to w (enough for GANSpace)."""
+
+    def __init__(self, root: torch.Tensor) -> None:
+        super().__init__()
+        self.z_dim = self.w_dim = root.shape[0]
+        self.num_ws, self.style_dims, self.resolution = 1, (root.shape[0],), 4
+        self.register_buffer("root", root)
+
+    def mapping(self, z, truncation_psi=1.0):
+        return z @ self.root.T
+
+    def styles(self, ws):
+        return ws[:, 0]
+
+    def synthesis(self, s):
+        return Frame(image=torch.zeros(len(s), 3, 4, 4))
+
+
+def test_ganspace_recovers_a_known_covariance():
+    gen = torch.Generator().manual_seed(2)
+    basis = torch.linalg.qr(torch.randn(5, 5, generator=gen, dtype=torch.float64))[0]
+    variances = torch.tensor([9.0, 4.0, 1.0, 0.25, 0.05], dtype=torch.float64)
+    g = LinearGenerator(basis @ torch.diag(variances.sqrt()) @ basis.T)
+    solution = GANSpace(num_samples=40000, max_directions=3, batch=7000)(Problem(torch.eye(5), generator=g, space="w"))
+    assert torch.allclose(solution.sigma, variances[:3], rtol=0.05)
+    for k in range(3):
+        assert abs(float(solution.directions[:, k] @ basis[:, k])) > 0.99
+
+
+def test_generator_peers_need_the_generator():
+    with pytest.raises(ValueError, match="needs the generator"):
+        SeFa()(Problem(torch.eye(3)))
+
+
+def test_comparison_table_scores_every_solver_on_toyface(tmp_path):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("compare", overrides=["logger=none", "generator.resolution=64", "samples.indices=[0]",
+                                            "samples.eval_num=1", "compare.max_directions=3"])
+    rows = compare(cfg, tmp_path)
+    assert [r["solver"] for r in rows] == ["early_projection", "late_projection", "lowrankgan", "resefa", "sefa", "ganspace", "random"]
+    for row in rows:
+        assert "gt/principal_angle_max_deg" in row and "gt/purity_mean" in row and "locality@4" in row, row["solver"]
+    ice, random = rows[0], rows[-1]
+    assert ice["gt/principal_angle_max_deg"] < 10 and random["gt/principal_angle_max_deg"] > 45
+    table = (tmp_path / "compare.md").read_text()
+    assert "| early_projection |" in table and (tmp_path / "compare.csv").is_file()
