@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,7 +79,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None,
                          out_dir or Path("."), cfg.name, tags, resolved)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger or False,
-                         inference_mode=False, enable_checkpointing=False, enable_model_summary=False)
+                         inference_mode=False, enable_checkpointing=False, enable_model_summary=False,
+                         use_distributed_sampler=False)  # LatentSamples shards by rank itself, without padding
     trainer.validate(module, datamodule=data, verbose=False)
     if out_dir is not None and trainer.is_global_zero:
         log.info("outputs in %s", out_dir)
@@ -86,9 +90,37 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (run from a checkout)
 
 
+def record_failure(cfg: DictConfig, out_dir: Path, error: BaseException) -> Path:
+    """Write <job dir>/failure.json (and config_resolved.yaml if the run died before writing it), so
+    that ``ice-report`` lists the job among the failures of its sweep."""
+    hc = HydraConfig.get()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "config_resolved.yaml").is_file():
+        try:
+            OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+        except Exception:  # an interpolation error may be the failure itself: keep the unresolved config
+            OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=False)
+    path = out_dir / "failure.json"
+    write_json(path, {"error_type": type(error).__name__, "message": str(error),
+                      "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                      "overrides": list(hc.overrides.task), "job_num": hc.job.get("num"), "job_id": hc.job.get("id"),
+                      "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return path
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    """One run. In a multirun (``-m``) a failing job writes failure.json into its folder and returns, so
+    the other jobs of the sweep go on; a single run re-raises (non-zero exit)."""
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    try:
+        metrics = run(cfg, out_dir)
+    except Exception as error:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        log.exception("job %s failed; recorded in %s", hc.job.get("num"), record_failure(cfg, out_dir, error))
+        return None
     for key in ("gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "gt/dim_true", "eval/gain"):
         if key in metrics:
             log.info("%s = %s", key, metrics[key])

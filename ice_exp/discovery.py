@@ -48,6 +48,7 @@ class DiscoveryModule(pl.LightningModule):
         self.accumulators = nn.ModuleDict({t.name: GramAccumulator(dim) for t in terms.terms})
         self.grams = SampleGrams(generator, terms, settings.space, **settings.engine)
         self.solution: Solution | None = None
+        self.first_z: Tensor | None = None  # a training sample, for the direction grid without held-out samples
         self.metrics: dict[str, Any] = {}
         self._started = 0.0
 
@@ -56,6 +57,7 @@ class DiscoveryModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         _, z = batch
+        self.first_z = z[:1] if self.first_z is None else self.first_z
         u = self.generator.encode(z, self.settings.space)[0].detach()
         for name, g in self.grams(z[0], u).items():
             self.accumulators[name].update(g)
@@ -93,7 +95,8 @@ class DiscoveryModule(pl.LightningModule):
         save_subspace(out / "subspace.safetensors", self.solution, s.meta)
         write_json(out / "metrics.json", self.metrics)
         spectrum_plot(problem, self.solution, out / "spectrum.png", getattr(self.solver, "rho", None))
-        base = self.generator.encode((s.z_eval[:1] if s.z_eval is not None else torch.zeros(1, self.generator.z_dim)), s.space)[0]
+        shown = s.z_eval[:1] if s.z_eval is not None and len(s.z_eval) else self.first_z
+        base = self.generator.encode(shown, s.space)[0]
         direction_grid(self.generator, s.space, base, self.solution.directions[:, : s.grid_directions], s.steps,
                        s.magnitude, out / "directions.png")
         if self.logger is not None:
