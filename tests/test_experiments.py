@@ -17,3 +17,29 @@ def test_toyface_experiment_meets_ground_truth_bars(task, tmp_path):
     assert metrics["gt/principal_angle_max_deg"] < 10
     assert metrics["gt/purity_mean"] > 0.9
     assert (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "directions.png").is_file()
+
+
+STYLEGAN2_EXPERIMENTS = TOYFACE_TASKS + ["spaces", "fig2_face_boundary", "fig3_gallery"]
+RANDOM_WORLD = ["generator=stylegan2_random", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
+                "analyzer/identity=arcface_random", "trainer=cpu"]
+
+
+@pytest.mark.parametrize("name", STYLEGAN2_EXPERIMENTS)
+def test_stylegan2_experiment_fails_fast_without_weights(name, tmp_path, monkeypatch):
+    """Composes with the real analyzers and stops before any compute, naming the missing file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached weights anywhere
+    cfg = make_config(f"experiment=stylegan2/{name}")
+    assert cfg.generator.path == "weights/stylegan2-ffhq-config-f.pkl" and cfg.space == "s"
+    with pytest.raises(Exception) as err:
+        run(cfg, tmp_path)
+    message = f"{err.value} {err.value.__cause__}"
+    assert "not found" in message and ("parsing_bisenet.pth" in message or "stylegan2-ffhq-config-f.pkl" in message)
+
+
+@pytest.mark.parametrize("criteria", ["face_boundary"])
+def test_stylegan2_experiment_runs_with_random_weights(criteria, tmp_path):
+    """The seed's heaviest task (landmarks + landmark texture) on the real code path at a tiny size."""
+    cfg = make_config("experiment=stylegan2/face_boundary", f"criteria={criteria}", *RANDOM_WORLD,
+                      "samples.indices=[0]", "samples.eval_num=0")
+    metrics = run(cfg, tmp_path)
+    assert metrics["solver/num_directions"] >= 0 and (tmp_path / "subspace.safetensors").is_file()
