@@ -9,7 +9,6 @@ them and the published URL; :func:`resolve_weights` returns an existing file or 
 """
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from ice_exp.outputs import sha256_of
 
 
 def facexlib_weights_dir() -> Path:
@@ -62,15 +62,6 @@ def resolve_weights(spec: WeightSpec, path: str | Path | None = None) -> Path:
         f"It is published at {spec.url} ; put it in one of the searched folders or pass its location as "
         f"`path`. ice-exp never downloads weights itself."
     )
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_torchscript(path: str | Path) -> bool:

@@ -16,7 +16,6 @@ before any model is returned; a missing file is a ``FileNotFoundError`` that say
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import re
 from pathlib import Path
@@ -29,8 +28,9 @@ from torch import Tensor
 from ice_exp.generators.stylegan2.networks import FIR, StyleGAN2Generator
 from ice_exp.generators.stylegan2.safe_pickle import CheckpointError, EasyDict, Stub, load_pickle
 from ice_exp.generators.stylegan2.upfirdn import setup_filter
+from ice_exp.outputs import sha256_of
 
-__all__ = ["CheckpointError", "PUBLISHED", "detect_format", "load_generator", "sha256_of"]
+__all__ = ["CheckpointError", "PUBLISHED", "detect_format", "load_generator"]
 
 # expected file name -> (what it is, where it is published)
 PUBLISHED: dict[str, tuple[str, str]] = {
@@ -63,14 +63,6 @@ PUBLISHED: dict[str, tuple[str, str]] = {
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.save magic number
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _missing_message(path: Path) -> str:
