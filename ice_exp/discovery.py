@@ -22,6 +22,7 @@ from ice_exp.grams import SampleGrams
 from ice_exp.outputs import save_subspace, write_json
 from ice_exp.solvers.base import Problem, Solution, Solver, SuppressTerm
 from ice_exp.terms import Terms
+from ice_exp.tracking import log_run
 from ice_exp.viz import direction_grid, spectrum_plot
 
 
@@ -100,8 +101,4 @@ class DiscoveryModule(pl.LightningModule):
         direction_grid(self.generator, s.space, base, self.solution.directions[:, : s.grid_directions], s.steps,
                        s.magnitude, out / "directions.png")
         if self.logger is not None:
-            scalars = {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))}
-            self.logger.log_metrics(scalars)
-            log_media = getattr(self.logger, "log_image", None)
-            if log_media is not None:
-                log_media("images", [str(out / "spectrum.png"), str(out / "directions.png")], caption=["spectrum", "directions"])
+            log_run(self.logger, out, self.metrics)

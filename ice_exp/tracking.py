@@ -30,3 +30,19 @@ def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: lis
     return WandbLogger(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"), group=cfg.get("group") or name,
                        job_type=cfg.get("job_type", "discovery"), tags=list(cfg.get("tags") or []) + tags,
                        name=name, save_dir=str(save_dir), mode=mode, config=config, log_model=False)
+
+
+def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any]) -> None:
+    """Scalars as metrics; with W&B also the pictures as images and the subspace as an artifact."""
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if not hasattr(logger, "log_image"):
+        return
+    pictures = [p for p in ("spectrum.png", "directions.png") if (out_dir / p).is_file()]
+    logger.log_image("images", [str(out_dir / p) for p in pictures], caption=[p[:-4] for p in pictures])
+    import wandb
+
+    artifact = wandb.Artifact(f"subspace-{logger.experiment.id}", type="subspace")
+    for name in ("subspace.safetensors", "metrics.json", "config_resolved.yaml", "run_info.json"):
+        if (out_dir / name).is_file():
+            artifact.add_file(str(out_dir / name))
+    logger.experiment.log_artifact(artifact)

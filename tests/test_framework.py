@@ -125,3 +125,12 @@ def test_two_process_ddp_gives_the_same_subspace(tmp_path):
     ddp = _discover(tmp_path / "ddp", "trainer=ddp_cpu")
     assert single.shape == ddp.shape and single.shape[1] > 0
     assert principal_angles(single, ddp).max() < 1e-4
+
+
+def test_wandb_offline_run_is_recorded_without_an_api_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = make_config("logger=wandb", "generator.resolution=32", "samples.indices=[0]", "samples.eval_num=1")
+    run(cfg, tmp_path)
+    records = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(records) == 1 and records[0].stat().st_size > 0
