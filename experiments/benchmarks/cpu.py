@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 
 import torch
 from omegaconf import OmegaConf
@@ -46,6 +47,24 @@ def cases() -> list[Case]:
     ]
 
 
+@torch.no_grad()
+def render_table(batch: int = 16, repeats: int = 5) -> str:
+    """toyface rendering time for a batch of ``batch`` faces at several sizes (median of ``repeats``)."""
+    lines = [f"| toyface render, batch {batch} | median ms | images/s |", "|---|---|---|"]
+    for resolution in (64, 128, 256):
+        g = ToyFaceGenerator(resolution=resolution)
+        s = g.encode(torch.randn(batch, g.z_dim, generator=torch.Generator().manual_seed(0)), "s")
+        g.synthesis(s)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            g.synthesis(s)
+            times.append(time.perf_counter() - start)
+        median = sorted(times)[repeats // 2]
+        lines.append(f"| {resolution} px | {median * 1e3:.0f} | {batch / median:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=["loop", "vjp", "jvp", "auto", "randomised"], choices=ENGINES)
@@ -54,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     header = (f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch thread(s)")
+    print(header + "\n\n" + render_table() + "\n", flush=True)
     rows = [row for c in cases() for row in bench(c, args.engines, rank=args.rank, loop_subset=args.loop_rows)]
     print(markdown(rows, header))
 
