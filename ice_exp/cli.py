@@ -82,6 +82,15 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
                          inference_mode=False, enable_checkpointing=False, enable_model_summary=False,
                          use_distributed_sampler=False)  # LatentSamples shards by rank itself, without padding
     trainer.validate(module, datamodule=data, verbose=False)
+    found = module.solution is not None and module.solution.directions.shape[1] > 0
+    if cfg.get("counterfactual") and cfg.counterfactual.enabled and trainer.is_global_zero and found:
+        from ice_exp.counterfactual.explain import explain  # explain reads this module's builders
+
+        table = explain(cfg, {cfg.criteria.name: (module.solution, meta)}, generator, analyzers, {cfg.criteria.name: terms},
+                        out_dir / "counterfactual" if out_dir is not None else None, logger)
+        module.metrics.update({f"counterfactual/{k}": v for k, v in table[0].items() if isinstance(v, (int, float))})
+        if out_dir is not None:
+            write_json(out_dir / "metrics.json", module.metrics)
     if out_dir is not None and trainer.is_global_zero:
         log.info("outputs in %s", out_dir)
     return module.metrics

@@ -13,7 +13,7 @@ from ice_exp.cli import CONF_DIR
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
-SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2"]
+SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2", "counterfactual.enabled=false"]
 
 
 def make_config(*overrides: str, small: bool = True) -> DictConfig:

@@ -114,7 +114,7 @@ def test_run_writes_reproducible_outputs(tmp_path):
 
 def _discover(tmp: Path, *overrides: str) -> torch.Tensor:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "ice_exp", "logger=none", "generator.resolution=32", "samples.indices=[0,1,2]",
+    cmd = [sys.executable, "-m", "ice_exp", "logger=none", "counterfactual.enabled=false", "generator.resolution=32", "samples.indices=[0,1,2]",
            "samples.eval_num=0", f"hydra.run.dir={tmp}", *overrides]
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     return load_file(str(tmp / "subspace.safetensors"))["directions"]

@@ -1,0 +1,96 @@
+"""Per-sample measures of a counterfactual (method.md §6–7); every measure is a tensor [B] over samples.
+
+- ``p_before`` / ``p_after`` / ``dp``: probability of the target class of the explained head, and its change.
+- ``eligible``: the sample was not predicted as the target to begin with; ``flipped``: eligible and now is.
+- ``iterations_to_flip``: SGD steps until the prediction first was the target (nan when it never was).
+- ``norm_du``: ‖Δu‖ = ‖B λ‖ in the subspace's latent space (proximity).
+- ``pixel_l1``: mean over pixels and channels of |x' − x| (x in ~[0, 1]; resolution-independent).
+- ``locality`` = ΣD·M / ΣD with D = mean over channels |x' − x| and M the hard mask of the subspace's
+  region on x; ``change_in`` / ``change_out`` = mean D inside / outside M (nan without a region).
+- ``mnac``: with several heads, the number of other heads whose thresholded (argmax) prediction changed.
+- ``change/<term>``: ‖c_t(x') − c_t(x)‖ of every term of the discovery run (activate and suppress), with the
+  criterion's constants (masks, boxes) prepared on x as in discovery.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ice_exp.analyzers.base import Parser
+from ice_exp.counterfactual.search import SearchResult
+from ice_exp.criteria.base import morph
+from ice_exp.criteria.masked_pixels import MaskedPixels
+from ice_exp.criteria.region_colour import RegionColour
+from ice_exp.generators.base import Frame
+from ice_exp.terms import Terms
+
+
+def pixel_change(before: Tensor, after: Tensor) -> Tensor:
+    """D [B, 1, R, R] = mean over channels |x' − x|."""
+    return (after - before).abs().mean(1, keepdim=True)
+
+
+def locality(change: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Share of the change inside the mask and the mean change inside / outside it, per sample."""
+    total = change.flatten(1).sum(1)
+    inside, area = (change * mask).flatten(1).sum(1), mask.flatten(1).sum(1)
+    return {"locality": inside / total.clamp_min(1e-30), "change_in": inside / area.clamp_min(1),
+            "change_out": (total - inside) / (mask[0].numel() - area).clamp_min(1)}
+
+
+def mnac(logits_before: Tensor, logits_after: Tensor, head: int) -> Tensor:
+    """Number of heads other than ``head`` whose argmax prediction changed [B] (logits [B, H, C])."""
+    changed = logits_before.argmax(-1) != logits_after.argmax(-1)
+    changed[:, head] = False
+    return changed.sum(1).to(logits_before.dtype)
+
+
+def term_changes(terms: Terms, before: Frame, after: Frame) -> dict[str, Tensor]:
+    """‖c_t(x') − c_t(x)‖ per term of a discovery run."""
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for key, criterion in terms.criteria.items():
+            state = criterion.prepare(before)
+            parts_before, parts_after = terms.outputs(key, before, state), terms.outputs(key, after, state)
+            for term in (t for t in terms.terms if t.criterion == key):
+                out[f"change/{term.name}"] = (parts_after[term.part] - parts_before[term.part]).norm(dim=1)
+    return out
+
+
+def region_mask(name: str, terms: Terms | None, parser: Parser | None, frame: Frame,
+                regions: dict[str, Any]) -> Tensor | None:
+    """M [B, 1, R, R]: the activate criterion's own mask when it has one (masked_pixels, region_colour:
+    the region the run declared, after its morphology), else the parser's mask of ``regions[name]``
+    ({regions, morphology, ks_ratio}); None when neither applies."""
+    if terms is not None:
+        activate = terms.criteria[terms.activate.criterion]
+        if isinstance(activate, (MaskedPixels, RegionColour)):
+            with torch.no_grad():
+                return activate.prepare(frame)["mask"]
+    spec = regions.get(name)
+    if spec is None or parser is None:
+        return None
+    with torch.no_grad():
+        return morph(parser.region_mask(frame, list(spec["regions"])), spec.get("morphology", "none"), spec.get("ks_ratio", 0.0))
+
+
+def measure(result: SearchResult, terms: Terms | None = None, mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Every per-sample measure of one subspace's search (see the module docstring)."""
+    before, after = result.frame_before.image, result.frame_after.image
+    p_before, p_after = result.p_before, result.p_after
+    out = {"p_before": p_before, "p_after": p_after, "dp": p_after - p_before,
+           "eligible": result.eligible.to(p_before.dtype), "flipped": result.flipped.to(p_before.dtype),
+           "iterations_to_flip": result.iterations_to_flip.to(p_before), "norm_du": result.delta.norm(dim=1).to(p_before),
+           "pixel_l1": (after - before).abs().flatten(1).mean(1)}
+    change = pixel_change(before, after)
+    if mask is not None:
+        out.update(locality(change, mask))
+    else:
+        out.update({k: torch.full_like(p_before, float("nan")) for k in ("locality", "change_in", "change_out")})
+    if result.logits_before.shape[1] > 1:
+        out["mnac"] = mnac(result.logits_before, result.logits_after, result.head)
+    if terms is not None:
+        out.update(term_changes(terms, result.frame_before, result.frame_after))
+    return {k: v.detach().float().cpu() for k, v in out.items()}

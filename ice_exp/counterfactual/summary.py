@@ -1,0 +1,92 @@
+"""The "which style flips the classifier" table: per-subspace aggregates of the per-sample measures.
+
+Aggregation uses torchmetrics (sums across processes, nan-aware):
+- ``flip_rate``: flipped / eligible (validity; nan when no sample was eligible);
+- ``median_norm_flipped`` / ``median_iterations``: medians of ‖Δu‖ and of the steps to flip, flipped samples only;
+- every other measure (p, Δp, pixel L1, locality, MNAC, term changes): mean over samples, nan ignored.
+Rows are ranked by flip rate, then mean Δp.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import CatMetric, MeanMetric, SumMetric
+
+MEDIANS = {"median_norm_flipped": "norm_du", "median_iterations": "iterations_to_flip"}
+COUNTED = ("eligible", "flipped")
+
+
+class SubspaceSummary:
+    """Aggregates of one subspace over any number of batches of per-sample measures."""
+
+    def __init__(self) -> None:
+        self.samples, self.eligible = SumMetric(), SumMetric()
+        self.flip_rate = MeanMetric(nan_strategy="ignore")
+        self.medians = {key: CatMetric(nan_strategy="ignore") for key in MEDIANS}
+        self.means: dict[str, MeanMetric] = {}
+
+    def update(self, measures: dict[str, Tensor]) -> None:
+        flipped, eligible = measures["flipped"], measures["eligible"]
+        self.samples.update(torch.ones_like(flipped).sum())
+        self.eligible.update(eligible.sum())
+        self.flip_rate.update(flipped, weight=eligible)
+        for key, source in MEDIANS.items():
+            self.medians[key].update(torch.where(flipped > 0, measures[source], torch.nan))
+        for key, values in measures.items():
+            if key not in COUNTED:
+                self.means.setdefault(key, MeanMetric(nan_strategy="ignore")).update(values)
+
+    def compute(self) -> dict[str, float]:
+        out = {"samples": int(self.samples.compute()), "eligible": int(self.eligible.compute()),
+               "flip_rate": _value(self.flip_rate)}
+        for key, metric in self.medians.items():
+            values = metric.compute()
+            out[key] = float(values.median()) if isinstance(values, Tensor) and values.numel() else math.nan
+        out.update({key: _value(metric) for key, metric in self.means.items()})
+        return out
+
+
+def _value(metric: MeanMetric) -> float:
+    return float(metric.compute()) if metric.update_count else math.nan
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Highest flip rate first (nan last), then highest mean Δp."""
+    key = lambda r: (-(r["flip_rate"] if not math.isnan(r["flip_rate"]) else -1.0), -r.get("dp", 0.0))  # noqa: E731
+    return sorted(rows, key=key)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
+    """The ranked table; per-term changes (whose terms differ per run) in one column."""
+    mnac = any("mnac" in r for r in rows)
+    head = ["#", "subspace", "dim", "flip rate", "eligible", "p before → after", "mean Δp", "median ‖Δu‖ (flipped)",
+            "median iters", "pixel L1", "locality"] + (["MNAC"] if mnac else []) + ["term changes ‖Δc_t‖"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows, 1):
+        terms = ", ".join(f"{k.removeprefix('change/')} {_fmt(v)}" for k, v in r.items() if k.startswith("change/"))
+        cells = [i, r["subspace"], r["dim"], _fmt(r["flip_rate"]), f"{r['eligible']}/{r['samples']}",
+                 f"{_fmt(r['p_before'])} → {_fmt(r['p_after'])}", _fmt(r["dp"]), _fmt(r["median_norm_flipped"]),
+                 _fmt(r["median_iterations"]), _fmt(r["pixel_l1"]), _fmt(r["locality"])]
+        cells += ([_fmt(r.get("mnac", math.nan))] if mnac else []) + [terms or "–"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows with the union of their keys as columns (first-seen order; missing cells empty)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
