@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ice_exp.cli import run
 from tests.conftest import make_config
@@ -43,3 +44,18 @@ def test_stylegan2_experiment_runs_with_random_weights(criteria, tmp_path):
                       "samples.indices=[0]", "samples.eval_num=0")
     metrics = run(cfg, tmp_path)
     assert metrics["solver/num_directions"] >= 0 and (tmp_path / "subspace.safetensors").is_file()
+
+
+def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):
+    """Discovery, then the CelebA 40-head explanation, on random weights in the published layouts."""
+    from ice_exp.counterfactual.classifiers import CelebAAttrResNet50
+
+    model = CelebAAttrResNet50().eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "model_best.pth.tar")
+    cfg = make_config("experiment=stylegan2/face_boundary", "criteria=face_boundary_landmarks", *RANDOM_WORLD,
+                      "samples.indices=[0]", "samples.eval_num=0",
+                      "counterfactual.enabled=true", f"classifier.path={tmp_path}", "counterfactual.num_samples=2",
+                      "counterfactual.iterations=2", "counterfactual.grid_samples=2", "counterfactual.tile=32")
+    metrics = run(cfg, tmp_path)
+    table = (tmp_path / "counterfactual" / "table.md").read_text()
+    assert "face_boundary" in table and "counterfactual/flip_rate" in metrics
