@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ from ice_exp.discovery import DiscoveryModule, RunSettings
 from ice_exp.generators.base import check_space
 from ice_exp.outputs import config_hash, versions, write_json
 from ice_exp.terms import build_terms
-from ice_exp.tracking import make_logger
+from ice_exp.tracking import close, make_logger
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         module.metrics.update({f"counterfactual/{k}": v for k, v in table[0].items() if isinstance(v, (int, float))})
         if out_dir is not None:
             write_json(out_dir / "metrics.json", module.metrics)
-    if out_dir is not None and trainer.is_global_zero:
-        log.info("outputs in %s", out_dir)
+    if trainer.is_global_zero:
+        close(logger)
+        if out_dir is not None:
+            log.info("outputs in %s", out_dir)
     return module.metrics
 
 
@@ -128,7 +131,11 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hc.mode != RunMode.MULTIRUN:
             raise
-        log.exception("job %s failed; recorded in %s", hc.job.get("num"), record_failure(cfg, out_dir, error))
+        log.error("job %s failed (%s: %s); traceback in %s", hc.job.get("num"), type(error).__name__, error,
+                  record_failure(cfg, out_dir, error))
+        wandb = sys.modules.get("wandb")  # imported only when the run had a W&B logger
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=1)  # the W&B run shows as failed; the next job in this process starts its own
         return None
     for key in ("gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "gt/dim_true", "eval/gain"):
         if key in metrics:

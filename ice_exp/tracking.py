@@ -46,3 +46,9 @@ def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any]) -> None:
         if (out_dir / name).is_file():
             artifact.add_file(str(out_dir / name))
     logger.experiment.log_artifact(artifact)
+
+
+def close(logger: Logger | None) -> None:
+    """End the W&B run of this job, so that the next job of a sweep in the same process starts its own."""
+    if logger is not None and hasattr(logger, "log_image"):
+        logger.experiment.finish()

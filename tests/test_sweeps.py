@@ -1,0 +1,309 @@
+"""Sweeps (`ice-exp -m`) with the basic, joblib and submitit_local launchers, failure recording, and ice-report.
+
+The sweeps run as subprocesses, exactly as a user types them, at a tiny size (toyface 32 px, one evaluation
+sample). A job is forced to fail at run time by a test-only config on the search path: the lip_color criteria
+with the activate term on the hat region, which toyface never draws (check_nonempty raises inside that job).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
+
+from ice_exp.cli import CONF_DIR
+from ice_exp.cli import main as cli_main
+from ice_exp.report import flatten, latex_escape
+from ice_exp.report import main as report
+
+REPO = Path(CONF_DIR).parent
+TINY = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]
+TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
+SOLVERS = {"early_projection": "EarlyProjection", "late_projection": "LateProjection"}
+EMPTY_REGION = "lip_color's activate term on the hat region, which toyface never draws: check_nonempty fails at run time"
+TEST_CONFIGS = {
+    "criteria/empty_region.yaml": f"# test only: {EMPTY_REGION}\ndefaults:\n  - lip_color\n  - _self_\n"
+                                  "name: empty_region\nactivate:\n  criterion: {regions: [hat]}\n",
+    "experiment/test/empty_region.yaml": f"# @package _global_\n# test only: {EMPTY_REGION}\n"
+                                         "defaults:\n  - override /criteria: empty_region\n",
+}
+
+
+@pytest.fixture(scope="module")
+def test_conf(tmp_path_factory) -> Path:
+    """A config dir added with hydra.searchpath: criteria=empty_region, experiment=test/empty_region."""
+    root = tmp_path_factory.mktemp("conf")
+    for name, text in TEST_CONFIGS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def ice_exp(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run([sys.executable, "-m", "ice_exp", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def sweep(out: Path, test_conf: Path, *overrides: str) -> Path:
+    proc = ice_exp("-m", *TINY, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out
+
+
+def run_dirs(root: Path) -> dict[str, list[Path]]:
+    """Job folders of a sweep by outcome."""
+    jobs = [p.parent for p in root.rglob("config_resolved.yaml")]
+    return {"finished": [j for j in jobs if (j / "metrics.json").is_file()],
+            "failed": [j for j in jobs if (j / "failure.json").is_file()]}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_table_matches_runs(out: Path, finished: list[Path], rows: str = "criteria.name", col: str = "solver") -> None:
+    """report.csv has one line per finished run (one run per cell) whose means equal the run's metrics.json."""
+    cells = {(r[rows], r[col]): r for r in read_csv(out / "report.csv") if r["n"] != "0"}
+    assert len(cells) == len(finished)
+    for job in finished:
+        config = flatten(yaml.safe_load((job / "config_resolved.yaml").read_text()))
+        metrics = json.loads((job / "metrics.json").read_text())
+        cell = cells[str(config[rows]), str(config[col])]
+        assert cell["n"] == "1" and cell["failed"] == "0"
+        for key in ("gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain", "time/discovery_s"):
+            got, expected = float(cell[f"{key} mean"]), float(metrics[key])  # NaN: no direction found (e.g. purity)
+            assert got == expected or (math.isnan(got) and math.isnan(expected)), (job, key)
+
+
+def assert_failures_listed(out: Path, failed: list[Path], markdown: str) -> None:
+    listed = read_csv(out / "failures.csv")
+    assert sorted(r["run"] for r in listed) == sorted(str(j.relative_to(out)) for j in failed)
+    assert all(r["error_type"] == "ValueError" and "mask is empty" in r["message"] for r in listed)
+    assert "## Failures" in markdown and all(str(j.relative_to(out)) in markdown for j in failed)
+    for job in failed:
+        failure = json.loads((job / "failure.json").read_text())
+        assert "check_nonempty" in failure["traceback"] and any("empty_region" in o for o in failure["overrides"])
+
+
+# ---------------------------------------------------------------- launcher configs
+
+@pytest.mark.parametrize("launcher, target, keys", [
+    ("slurm", "SlurmLauncher", {"partition": None, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60,
+                                "array_parallelism": 16}),
+    ("local_parallel", "JoblibLauncher", {"n_jobs": 2}),
+    ("joblib", "JoblibLauncher", {}),
+    ("submitit_local", "LocalLauncher", {}),
+])
+def test_launcher_configs_compose(launcher, target, keys):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert {k: cfg.hydra.launcher[k] for k in keys} == keys
+
+
+# ---------------------------------------------------------------- sweeps
+
+def test_basic_sweep_over_criteria_gives_the_table_and_records_the_failure(tmp_path, test_conf, capsys):
+    out = sweep(tmp_path / "sweep", test_conf, "generator.resolution=32",
+                "criteria=eye_photometry,mouth_shape_pixels,empty_region")
+    jobs = run_dirs(out)
+    assert len(jobs["finished"]) == 2 and len(jobs["failed"]) == 1
+    assert report([str(out)]) == 0
+    markdown = capsys.readouterr().out
+    assert (out / "report.md").read_text().strip() == markdown.strip() and (out / "report.tex").is_file()
+    assert "| criteria.name | EarlyProjection |" in markdown.splitlines()
+    purity = markdown.split("## gt/purity_mean")[1].split("##")[0]
+    table = [line.split(" | ")[0] for line in purity.splitlines() if line.startswith("| ")]
+    assert table == ["| criteria.name", "| empty_region", "| eye_photometry", "| mouth_shape"]  # mouth_shape_pixels' name
+    assert_table_matches_runs(out, jobs["finished"])
+    assert_failures_listed(out, jobs["failed"], markdown)
+
+
+@pytest.fixture
+def hydra_job(tmp_path):
+    """A composed job config with HydraConfig set as a launcher sets it (mode, output dir, job number)."""
+    def make(mode: RunMode, *overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=TINY + list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode, cfg.hydra.runtime.output_dir, cfg.hydra.job.num = mode, str(tmp_path / "job"), 3
+        HydraConfig.instance().set_config(cfg)
+        task = cfg.copy()
+        with open_dict(task):
+            del task["hydra"]
+        return task
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+def test_failing_job_is_recorded_in_a_multirun_and_raises_in_a_single_run(hydra_job, tmp_path, monkeypatch):
+    job = tmp_path / "job"
+    with pytest.raises(ValueError, match="samples.indices"):
+        cli_main(hydra_job(RunMode.RUN, "samples.indices=[999]"))
+    assert not (job / "failure.json").exists()
+    finished = []  # a W&B run left open by the failed job is closed as failed, so the next job gets its own
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(run=object(), finish=lambda exit_code: finished.append(exit_code)))
+    assert cli_main(hydra_job(RunMode.MULTIRUN, "samples.indices=[999]")) is None  # returns: the sweep goes on
+    assert finished == [1]
+    failure = json.loads((job / "failure.json").read_text())
+    assert failure["error_type"] == "ValueError" and "samples.indices" in failure["message"]
+    assert "LatentSamples" in failure["traceback"] and "samples.indices=[999]" in failure["overrides"] and failure["job_num"] == 3
+    # the run died before writing its config: the failure writes it, so that ice-report can place the job
+    assert yaml.safe_load((job / "config_resolved.yaml").read_text())["samples"]["indices"] == [999]
+
+
+def grid(out: Path, test_conf: Path, launcher: list[str], tasks: list[str], resolution: int) -> None:
+    """The toyface experiments (plus the failing one) × two ICE solvers with a launcher; the report has
+    every finished job in its cell and lists the failed ones."""
+    experiments = ",".join([f"toyface/{t}" for t in tasks] + ["test/empty_region"])
+    sweep(out, test_conf, *launcher, f"generator.resolution={resolution}", f"experiment={experiments}",
+          f"solver={','.join(SOLVERS)}")
+    jobs = run_dirs(out)
+    assert len(jobs["finished"]) == 2 * len(tasks) and len(jobs["failed"]) == 2
+    assert main_report(out) == 0
+    markdown = (out / "report.md").read_text()
+    assert f"| criteria.name | {' | '.join(SOLVERS.values())} |" in markdown
+    assert_table_matches_runs(out, jobs["finished"])
+    assert_failures_listed(out, jobs["failed"], markdown)
+    assert f"{2 * len(tasks) + 2} runs ({2 * len(tasks)} finished, 2 failed)" in markdown
+
+
+def main_report(out: Path) -> int:
+    return subprocess.run([sys.executable, "-m", "ice_exp.report", str(out)], cwd=REPO, capture_output=True, text=True).returncode
+
+
+# two jobs at a time on the test machine's two cores: joblib's n_jobs; submitit_local starts every job of a batch
+# at once, so the sweeper's batches are cut to two
+LAUNCHERS = {"joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             "submitit_local": ["hydra/launcher=submitit_local", "hydra.sweeper.max_batch_size=2"]}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_toyface_grid_small(launcher, tmp_path, test_conf):
+    grid(tmp_path / "sweep", test_conf, LAUNCHERS[launcher], ["eye_photometry"], 32)  # 2 × 2: one task and the failing one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_toyface_grid_seven_subspaces_two_solvers(launcher, tmp_path, test_conf):
+    grid(tmp_path / "sweep", test_conf, LAUNCHERS[launcher], TOYFACE_TASKS, 48)  # lip_color's lips vanish at 32 px
+
+
+# ---------------------------------------------------------------- ice-report on hand-made run folders
+
+def make_run(path: Path, criteria: str, solver: str, seed: int, metrics: dict | None = None, failure: dict | None = None) -> None:
+    path.mkdir(parents=True)
+    config = {"criteria": {"name": criteria, "activate": {"criterion": {"regions": ["lips"]}}},
+              "solver": {"_target_": f"ice_exp.solvers.ice.{solver}", "rho": 0.01}, "space": "s", "seed": seed,
+              "samples": {"seed": 8, "indices": [0, 1]}, "analyzer": {"identity": {}}}
+    (path / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+    if metrics is not None:
+        (path / "metrics.json").write_text(json.dumps(metrics))
+    if failure is not None:
+        (path / "failure.json").write_text(json.dumps(failure))
+
+
+def metric_values(criteria: str, solver: str, seed: int) -> dict:
+    base = {"eye_shape": 1.0, "lip_color": 7.0}[criteria] + {"EarlyProjection": 0.0, "LateProjection": 100.0}[solver]
+    return {"gt/principal_angle_max_deg": base + seed ** 2, "gt/purity_mean": 0.9 + 0.01 * seed, "gt/dim_found": 3,
+            "eval/gain": 10.0 * seed, "time/discovery_s": 1.5, "solver/sigma": [1.0, 0.5]}
+
+
+@pytest.fixture
+def hand_made(tmp_path) -> Path:
+    """eye_shape, lip_color × EarlyProjection, LateProjection × seeds 0, 1, 2; one failed and one unfinished run."""
+    root = tmp_path / "sweep"
+    i = 0
+    for criteria in ("eye_shape", "lip_color"):
+        for solver in ("EarlyProjection", "LateProjection"):
+            for seed in (0, 1, 2):
+                make_run(root / f"{i}_job", criteria, solver, seed, metric_values(criteria, solver, seed))
+                i += 1
+    make_run(root / "nested" / "12_job", "face_color", "EarlyProjection", 0,
+             failure={"error_type": "ValueError", "message": "masked_pixels regions=['hat']: mask is empty", "overrides": ["seed=0"]})
+    make_run(root / "13_job", "face_color", "LateProjection", 0)  # neither metrics.json nor failure.json
+    return root
+
+
+def test_flatten_dotted_keys_and_short_targets():
+    flat = flatten({"solver": {"_target_": "ice_exp.solvers.ice.LateProjection", "rho": 0.1}, "samples": {"indices": [0, 1]},
+                    "analyzer": {"identity": {}}, "seed": 3})
+    assert flat == {"solver._target_": "LateProjection", "solver": "LateProjection", "solver.rho": 0.1,
+                    "samples.indices": "[0,1]", "analyzer.identity": "{}", "seed": 3}
+
+
+def test_report_mean_std_over_seeds_and_grouping(hand_made, capsys):
+    out = hand_made / "report"
+    assert report([str(hand_made), "--out", str(out)]) == 0
+    markdown = capsys.readouterr().out
+    cells = {(r["criteria.name"], r["solver"]): r for r in read_csv(out / "report.csv")}
+    assert set(cells) == {(c, s) for c in ("eye_shape", "lip_color", "face_color") for s in ("EarlyProjection", "LateProjection")}
+    for criteria in ("eye_shape", "lip_color"):
+        for solver in ("EarlyProjection", "LateProjection"):
+            cell = cells[criteria, solver]
+            assert (cell["n"], cell["failed"]) == ("3", "0")
+            for key in ("gt/principal_angle_max_deg", "gt/purity_mean", "eval/gain"):
+                values = [metric_values(criteria, solver, s)[key] for s in (0, 1, 2)]
+                assert float(cell[f"{key} mean"]) == pytest.approx(statistics.mean(values))
+                assert float(cell[f"{key} std"]) == pytest.approx(statistics.stdev(values))
+    assert (cells["face_color", "EarlyProjection"]["n"], cells["face_color", "EarlyProjection"]["failed"]) == ("0", "1")
+    # angle of eye_shape / LateProjection over seeds 0, 1, 2: 101, 102, 105 -> 102.667 ± 2.082
+    angle = markdown.split("## gt/principal_angle_max_deg")[1].split("##")[0]
+    assert "| eye_shape | 2.67 ± 2.08 | 103 ± 2.08 |" in angle and "| face_color | failed | failed |" in angle
+    assert "mean ± std over 3 run(s) per cell, varying: seed" in markdown
+    failures = markdown.split("## Failures")[1]
+    assert "nested/12_job | ValueError: masked_pixels regions=['hat']: mask is empty" in failures
+    assert "13_job | Unfinished" in failures
+    assert {r["run"] for r in read_csv(out / "failures.csv")} == {"nested/12_job", "13_job"}
+    assert len(read_csv(out / "runs.csv")) == 14
+
+
+def test_report_rows_and_metrics_as_columns(hand_made, capsys):
+    out = hand_made / "by_solver"
+    assert report([str(hand_made), "--rows", "solver,space", "--cols", "none", "--metrics", "gt/dim_found,eval/gain",
+                   "--out", str(out), "--format", "md,csv"]) == 0
+    markdown = capsys.readouterr().out
+    assert "| solver | space | gt/dim_found | eval/gain |" in markdown
+    # EarlyProjection, s: six finished runs (two criteria × three seeds) and one failed
+    assert "| EarlyProjection | s | 3 ± 0 (+1 failed) | 10 ± 8.94 (+1 failed) |" in markdown
+    assert "varying: criteria.name, seed" in markdown  # averaged over criteria and seeds
+    assert not (out / "report.tex").exists()
+
+
+def test_report_latex_booktabs_and_escaping(hand_made):
+    out = hand_made / "tex"
+    assert report([str(hand_made), "--out", str(out), "--format", "tex"]) == 0
+    tex = (out / "report.tex").read_text()
+    assert tex.count("\\begin{tabular}{lcc}") == 5 and tex.count("\\toprule") == 5 and "\\bottomrule" in tex
+    assert "\\caption{gt/principal\\_angle\\_max\\_deg (mean $\\pm$ std over seed)}" in tex
+    assert "criteria.name & EarlyProjection & LateProjection \\\\" in tex
+    assert "eye\\_shape & 2.67 $\\pm$ 2.08 & 103 $\\pm$ 2.08 \\\\" in tex
+    assert latex_escape("a_b & 50% #1 {x} ~^\\") == ("a\\_b \\& 50\\% \\#1 \\{x\\} "
+                                                      "\\textasciitilde{}\\textasciicircum{}\\textbackslash{}")
+    assert not (out / "report.md").exists()
+
+
+def test_report_without_runs_fails(tmp_path, capsys):
+    assert report([str(tmp_path)]) == 1
+    assert "no run folders" in capsys.readouterr().err
+
+
+def test_report_unknown_key_names_the_keys_that_vary(hand_made, capsys):
+    with pytest.raises(SystemExit):
+        report([str(hand_made), "--rows", "criteria.nme"])
+    assert "keys that vary across these runs: criteria.name, seed, solver, solver._target_" in capsys.readouterr().err
