@@ -24,20 +24,8 @@ from ice_exp.criteria.base import morph
 from ice_exp.criteria.masked_pixels import MaskedPixels
 from ice_exp.criteria.region_colour import RegionColour
 from ice_exp.generators.base import Frame
+from ice_exp.metrics.edit import locality, pixel_change
 from ice_exp.terms import Terms
-
-
-def pixel_change(before: Tensor, after: Tensor) -> Tensor:
-    """D [B, 1, R, R] = mean over channels |x' − x|."""
-    return (after - before).abs().mean(1, keepdim=True)
-
-
-def locality(change: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Share of the change inside the mask and the mean change inside / outside it, per sample."""
-    total = change.flatten(1).sum(1)
-    inside, area = (change * mask).flatten(1).sum(1), mask.flatten(1).sum(1)
-    return {"locality": inside / total.clamp_min(1e-30), "change_in": inside / area.clamp_min(1),
-            "change_out": (total - inside) / (mask[0].numel() - area).clamp_min(1)}
 
 
 def mnac(logits_before: Tensor, logits_after: Tensor, head: int) -> Tensor:
@@ -84,9 +72,10 @@ def measure(result: SearchResult, terms: Terms | None = None, mask: Tensor | Non
            "eligible": result.eligible.to(p_before.dtype), "flipped": result.flipped.to(p_before.dtype),
            "iterations_to_flip": result.iterations_to_flip.to(p_before), "norm_du": result.delta.norm(dim=1).to(p_before),
            "pixel_l1": (after - before).abs().flatten(1).mean(1)}
-    change = pixel_change(before, after)
     if mask is not None:
-        out.update(locality(change, mask))
+        shares = locality(pixel_change(before, after), mask)
+        out.update({"locality": shares["ratio"].to(p_before), "change_in": shares["inside"].to(p_before),
+                    "change_out": shares["outside"].to(p_before)})
     else:
         out.update({k: torch.full_like(p_before, float("nan")) for k in ("locality", "change_in", "change_out")})
     if result.logits_before.shape[1] > 1:

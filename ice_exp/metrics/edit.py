@@ -46,6 +46,19 @@ class TermChange(_Means):
         self._add(change=((after - before).double() ** 2).flatten(1).sum(1))
 
 
+def pixel_change(before: Tensor, after: Tensor) -> Tensor:
+    """D [B, 1, R, R] = mean over channels |x' − x|."""
+    return (after - before).abs().mean(1, keepdim=True)
+
+
+def locality(change: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Per image: ``ratio`` = Σ D·M / Σ D, ``inside`` = Σ D·M / Σ M, ``outside`` = Σ D·(1−M) / Σ(1−M)."""
+    d, m = change.flatten(1).double(), mask.flatten(1).double()
+    tiny = 1e-30
+    return {"ratio": (d * m).sum(1) / d.sum(1).clamp_min(tiny), "inside": (d * m).sum(1) / m.sum(1).clamp_min(tiny),
+            "outside": (d * (1 - m)).sum(1) / (1 - m).sum(1).clamp_min(tiny)}
+
+
 class PixelLocality(_Means):
     """D = mean over channels of |x' − x| per pixel; M = the parser's hard mask of the target region on x.
     ``ratio`` = Σ D·M / Σ D, the share of the change inside the region (for a change spread evenly it is
@@ -55,12 +68,7 @@ class PixelLocality(_Means):
     names = ("ratio", "inside", "outside")
 
     def update(self, x: Tensor, x_edit: Tensor, mask: Tensor) -> None:
-        d = (x_edit - x).abs().mean(1).flatten(1).double()  # [B, H*W]
-        m = mask.flatten(1).double()
-        tiny = 1e-30
-        self._add(ratio=(d * m).sum(1) / d.sum(1).clamp_min(tiny),
-                  inside=(d * m).sum(1) / m.sum(1).clamp_min(tiny),
-                  outside=(d * (1 - m)).sum(1) / (1 - m).sum(1).clamp_min(tiny))
+        self._add(**locality(pixel_change(x, x_edit), mask))
 
 
 class LandmarkSplit(_Means):
