@@ -59,3 +59,10 @@ def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):
     metrics = run(cfg, tmp_path)
     table = (tmp_path / "counterfactual" / "table.md").read_text()
     assert "face_boundary" in table and "counterfactual/flip_rate" in metrics
+
+
+@pytest.mark.parametrize("name", ["spaces", "fig2_face_boundary", "fig3_gallery"])
+def test_toyface_figure_experiments_compose_and_run_one_job(name, tmp_path):
+    """The figure experiments are sweeps (`-m`); without -m each runs its first configuration."""
+    metrics = run(make_config(f"experiment=toyface/{name}", "generator.resolution=48", "samples.eval_num=1"), tmp_path)
+    assert "gt/principal_angle_max_deg" in metrics and (tmp_path / "directions.png").is_file()
