@@ -29,6 +29,7 @@ def spectrum_plot(problem: Problem, solution: Solution, path: Path, rho: float |
         ax.semilogy((sig / sig[0]).numpy(), "ko-", ms=3, label="solution σ")
     if rho is not None:
         ax.axhline(rho, color="k", ls=":", lw=1)
+    ax.set_title("dotted: each suppress term's ratio (and rho, black)", fontsize=8)
     ax.set_xlabel("index")
     ax.set_ylabel("eigenvalue / largest")
     ax.set_ylim(1e-12, 2)
