@@ -20,7 +20,7 @@ def test_toyface_experiment_meets_ground_truth_bars(task, tmp_path):
     assert (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "directions.png").is_file()
 
 
-STYLEGAN2_EXPERIMENTS = TOYFACE_TASKS + ["spaces", "fig2_face_boundary", "fig3_gallery"]
+STYLEGAN2_EXPERIMENTS = TOYFACE_TASKS + ["spaces", "fig2_face_boundary", "fig3_gallery", "fig4_counterfactual", "spectrum"]
 RANDOM_WORLD = ["generator=stylegan2_random", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
                 "analyzer/identity=arcface_random", "trainer=cpu"]
 
@@ -61,8 +61,17 @@ def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):
     assert "face_boundary" in table and "counterfactual/flip_rate" in metrics
 
 
-@pytest.mark.parametrize("name", ["spaces", "fig2_face_boundary", "fig3_gallery"])
+@pytest.mark.parametrize("name", ["spaces", "fig2_face_boundary", "fig3_gallery", "spectrum"])
 def test_toyface_figure_experiments_compose_and_run_one_job(name, tmp_path):
     """The figure experiments are sweeps (`-m`); without -m each runs its first configuration."""
     metrics = run(make_config(f"experiment=toyface/{name}", "generator.resolution=48", "samples.eval_num=1"), tmp_path)
     assert "gt/principal_angle_max_deg" in metrics and (tmp_path / "directions.png").is_file()
+
+
+def test_toyface_fig4_runs_discovery_and_explanation(tmp_path):
+    tiny_classifier = ["classifier.resolution=32", "classifier.train.samples=256", "classifier.train.held_out=64",
+                       "classifier.train.epochs=1", f"classifier.cache_dir={tmp_path / 'cache'}"]  # runs, not accurate
+    cfg = make_config("experiment=toyface/fig4_counterfactual", "generator.resolution=48", "samples.eval_num=1",
+                      "counterfactual.enabled=true", "counterfactual.iterations=3", "counterfactual.tile=32", *tiny_classifier)
+    metrics = run(cfg, tmp_path)
+    assert "counterfactual/flip_rate" in metrics and (tmp_path / "counterfactual" / "grid.png").is_file()
