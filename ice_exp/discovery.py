@@ -72,7 +72,8 @@ class DiscoveryModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         problem = self.problem()
         self.solution = self.solver(problem)
-        self.metrics = {"time/discovery_s": time.perf_counter() - self._started}  # accumulate + solve
+        self.metrics = {"time/discovery_s": time.perf_counter() - self._started,  # accumulate + solve
+                        **self.grams.precision_check}  # tf32 / bf16: the eigenspace error they caused
         if self.trainer.is_global_zero:
             with torch.enable_grad():
                 self.metrics.update(self._evaluate(problem))

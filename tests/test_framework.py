@@ -134,3 +134,9 @@ def test_wandb_offline_run_is_recorded_without_an_api_key(tmp_path, monkeypatch)
     run(cfg, tmp_path)
     records = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(records) == 1 and records[0].stat().st_size > 0
+
+
+def test_reduced_precision_run_reports_its_measured_error(tmp_path):
+    metrics = run(make_config("engine.precision=bf16", "generator.resolution=32", "samples.indices=[0]"), tmp_path)
+    angles = [v for k, v in metrics.items() if k.startswith("engine/precision_angle_deg/")]
+    assert len(angles) == 2 and all(a >= 0 for a in angles)
