@@ -5,7 +5,9 @@
 - ``eval/leak/<term>``: the same ratio for each suppress term (0: the term does not move at all).
 - toyface only: ``gt/principal_angle_max_deg`` (largest principal angle to the true subspace),
   ``gt/dim_found`` / ``gt/dim_true``, ``gt/purity_mean`` (mean over directions and samples of
-  ‖J_group v‖² / ‖J_factors v‖²), and the same scores for PCA of M_act as a baseline (``baseline/pca_*``).
+  ‖J_group v‖² / ‖J_factors v‖²), and the same scores for PCA of M_act as a baseline (``baseline/pca_*``);
+  ``gt/pass`` = 1 when the run meets the ground-truth bars (true dimension, largest angle < PASS_ANGLE_DEG,
+  purity > PASS_PURITY), else 0: its mean over a sweep is the pass rate.
 """
 from __future__ import annotations
 
@@ -47,6 +49,16 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
     return out
 
 
+PASS_ANGLE_DEG = 10.0  # ground-truth bars of a toyface run (README: the world protocol)
+PASS_PURITY = 0.9
+
+
+def passes(metrics: dict[str, Any]) -> bool:
+    """The ground-truth bars: the true dimension, largest principal angle < 10°, mean purity > 0.9."""
+    return (metrics["gt/dim_found"] == metrics["gt/dim_true"] and metrics["gt/principal_angle_max_deg"] < PASS_ANGLE_DEG
+            and metrics["gt/purity_mean"] > PASS_PURITY)
+
+
 def ground_truth(generator: Generator, space: str, factors: list[str], solution: Solution, problem: Problem,
                  z_eval: Tensor) -> dict[str, Any]:
     """Scores against the true subspace of ``factors`` (generators that know their factors: toyface)."""
@@ -66,5 +78,6 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
         out[f"{prefix}/principal_angle_max_deg"] = float(angles.max())
         out[f"{prefix}/purity_mean"] = float(purity.compute().mean()) if v.shape[1] else float("nan")
     out["gt/principal_angles_deg"] = principal_angles(solution.directions, truth).tolist()
+    out["gt/pass"] = int(passes(out))
     return out
 

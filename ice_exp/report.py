@@ -4,11 +4,14 @@ A run folder is one with ``config_resolved.yaml`` (or ``.hydra/config.yaml``) an
 ``failure.json`` (failed, written by ``ice-exp -m``) or neither (unfinished: killed, timed out or still running).
 Each config is flattened to dotted keys (``criteria.name``, ``space``, ``seed``, ``samples.seed``, ...);
 ``<node>._target_`` values are shortened to the class name, which is also the value of ``<node>`` (``solver``,
-``generator``). Rows and columns group the finished runs by the chosen keys; every cell is mean ± sample std
-(n - 1) over its runs, i.e. over whatever else varies (usually seeds; the header names those keys).
+``generator``). Rows and columns group the finished runs by the chosen keys; every cell summarises its runs,
+i.e. whatever else varies (seeds, worlds; the header names those keys): ``--stat mean`` gives mean ± sample
+std (n - 1), ``--stat median`` gives median [min, max], so a sweep over worlds shows its worst case too
+(``gt/pass`` averaged is the pass rate).
 
   ice-report outputs/multirun/2026-11-27_12-00-00 --rows criteria.name --cols solver
   ice-report outputs/multirun/* --rows criteria.name,space --cols none --metrics gt/purity_mean,eval/gain
+  ice-report outputs/worlds/<time> --rows criteria.name --cols experiment_kind --stat median
 
 Writes report.md (also printed), report.csv (one line per cell: n, mean and std of every metric), runs.csv
 (one line per run: the keys that vary and the metrics), failures.csv and report.tex (booktabs) to --out
@@ -96,9 +99,10 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metrics: list[str]) -> dict[str, Any]:
-    """Cells keyed by (row values, column value): n, failed, and (mean, std, count) per metric; the keys that
-    vary inside a cell (what the mean is taken over)."""
+def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metrics: list[str],
+              stat: str = "mean") -> dict[str, Any]:
+    """Cells keyed by (row values, column value): n, failed, and mean, std, median, min, max per metric; the
+    keys that vary inside a cell (what the statistics are taken over); ``stat``, the one the tables show."""
     cells: dict[tuple[Key, str], list[dict[str, Any]]] = {}
     for run in runs:
         key = (tuple(str(run["config"].get(k, "-")) for k in rows), str(run["config"].get(col, "-")) if col else "")
@@ -111,12 +115,13 @@ def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metr
         for m in metrics:
             values = [v for v in (_number(r["metrics"].get(m)) for r in done) if v is not None]
             if values:
-                stats[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+                stats[m] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                            "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
         table[key] = {"n": len(done), "failed": len(members) - len(done), "stats": stats}
         all_keys = set().union(*(r["config"] for r in done))
         over |= {k for k in all_keys if len({json.dumps(r["config"].get(k), default=str) for r in done}) > 1}
     return {"cells": table, "rows": sorted({k[0] for k in cells}, key=lambda t: [_order(v) for v in t]),
-            "cols": sorted({k[1] for k in cells}, key=_order), "over": sorted(over)}
+            "cols": sorted({k[1] for k in cells}, key=_order), "over": sorted(over), "stat": stat}
 
 
 def fmt(x: float) -> str:
@@ -125,11 +130,21 @@ def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def cell_text(cell: dict[str, Any] | None, metric: str, pm: str) -> str:
+STATS = ("mean", "median")  # what a table cell shows: mean ± std, or median [min, max]
+CSV_STATS = ("mean", "std", "median", "min", "max")  # report.csv has them all
+
+
+def cell_text(cell: dict[str, Any] | None, metric: str, pm: str, stat: str = "mean") -> str:
+    """'mean ± std' or 'median [min, max]' (one value alone when the cell has one run)."""
     if cell is None:
         return "-"
-    stat = cell["stats"].get(metric)
-    text = "-" if stat is None else fmt(stat[0]) + (pm + fmt(stat[1]) if stat[2] > 1 else "")
+    st = cell["stats"].get(metric)
+    if st is None:
+        text = "-"
+    elif st["n"] == 1:
+        text = fmt(st["mean"])
+    else:
+        text = fmt(st["mean"]) + pm + fmt(st["std"]) if stat == "mean" else f"{fmt(st['median'])} [{fmt(st['min'])}, {fmt(st['max'])}]"
     if cell["failed"]:
         text = "failed" if not cell["n"] else f"{text} (+{cell['failed']} failed)"
     return text
@@ -142,9 +157,9 @@ def tables(summary: dict[str, Any], rows: list[str], col: str | None, metrics: l
     """(title, header, body) per table: one per metric with a column key, else one with the metrics as columns."""
     cells = summary["cells"]
     if col:
-        return [(m, rows + summary["cols"], [list(r) + [cell_text(cells.get((r, c)), m, pm) for c in summary["cols"]]
+        return [(m, rows + summary["cols"], [list(r) + [cell_text(cells.get((r, c)), m, pm, summary["stat"]) for c in summary["cols"]]
                                              for r in summary["rows"]]) for m in metrics]
-    return [(None, rows + metrics, [list(r) + [cell_text(cells.get((r, "")), m, pm) for m in metrics] for r in summary["rows"]])]
+    return [(None, rows + metrics, [list(r) + [cell_text(cells.get((r, "")), m, pm, summary["stat"]) for m in metrics] for r in summary["rows"]])]
 
 
 def _md_escape(text: str) -> str:
@@ -162,7 +177,8 @@ def header_line(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[
     counts = sorted({c["n"] for c in summary["cells"].values() if c["n"]}) or [0]
     per_cell = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return (f"{len(runs)} runs ({len(runs) - failed} finished, {failed} failed); rows: {', '.join(rows)}; "
-            f"columns: {col or 'metrics'}; mean ± std over {per_cell} run(s) per cell"
+            f"columns: {col or 'metrics'}; {'mean ± std' if summary['stat'] == 'mean' else 'median [min, max]'} "
+            f"over {per_cell} run(s) per cell"
             + (f", varying: {', '.join(summary['over'])}" if summary["over"] else ""))
 
 
@@ -190,7 +206,8 @@ def to_latex(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str
     out = [f"% ice-report: {header_line(runs, summary, rows, col)}", "% needs \\usepackage{booktabs}"]
     for title, head, body in tables(summary, rows, col, metrics, pm):
         over = f" over {', '.join(summary['over'])}" if summary["over"] else ""
-        caption = (f"{title} " if title else "") + f"(mean{pm}std{over})"
+        shown = f"mean{pm}std" if summary["stat"] == "mean" else "median [min, max]"
+        caption = (f"{title} " if title else "") + f"({shown}{over})"
         out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{tex(caption)}}}",
                 f"\\begin{{tabular}}{{{'l' * len(rows)}{'c' * (len(head) - len(rows))}}}", "\\toprule",
                 " & ".join(map(tex, head)) + " \\\\", "\\midrule"]
@@ -210,12 +227,12 @@ def write_csvs(out: Path, runs: list[dict[str, Any]], summary: dict[str, Any], r
                metrics: list[str], base: Path) -> None:
     with open(out / "report.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(rows + ([col] if col else []) + ["n", "failed"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")])
+        w.writerow(rows + ([col] if col else []) + ["n", "failed"] + [f"{m} {s}" for m in metrics for s in CSV_STATS])
         for r in summary["rows"]:
             for c in summary["cols"]:
                 cell = summary["cells"].get((r, c))
                 if cell is not None:
-                    stats = [x for m in metrics for x in (cell["stats"][m][:2] if m in cell["stats"] else ("", ""))]
+                    stats = [cell["stats"][m][s] if m in cell["stats"] else "" for m in metrics for s in CSV_STATS]
                     w.writerow(list(r) + ([c] if col else []) + [cell["n"], cell["failed"]]
                                + [repr(x) if isinstance(x, float) else x for x in stats])
     varying = sorted(set(rows + ([col] if col else []) + summary["over"]))
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys of metrics.json")
     p.add_argument("--out", type=Path, default=None, help="folder for the report files (default: the first folder)")
     p.add_argument("--format", default=",".join(FORMATS), help="comma-separated subset of md,csv,tex")
+    p.add_argument("--stat", default="mean", choices=STATS, help="cells: mean ± std (default) or median [min, max]")
     args = p.parse_args(argv)
     missing = [str(f) for f in args.folders if not f.is_dir()]
     if missing:
@@ -272,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ice-report: warning: no run has the metric {m!r}", file=sys.stderr)
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs, rows, col, metrics)
+    summary = summarise(runs, rows, col, metrics, args.stat)
     markdown = to_markdown(runs, summary, rows, col, metrics, args.folders[0])
     if "md" in formats:
         (out / "report.md").write_text(markdown)
