@@ -17,6 +17,7 @@ from ice_exp.metrics.subspace import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
+from tests.test_stylegan2 import tiny_generator
 
 E = torch.eye(6, dtype=torch.float64)
 
@@ -97,6 +98,29 @@ def test_affine_matrix_reads_stylegan2_affines():
     expected = torch.cat([net.layer(name).affine.weight * net.layer(name).affine.weight_gain
                           for k in range(g.num_ws) for name, _, idx in net.layout if idx == k]).double()
     assert torch.allclose(affine_matrix(g), expected, atol=1e-6)
+
+
+def test_sefa_default_reads_the_conv_affines_and_the_last_torgb_on_stylegan2():
+    """genforce/sefa on StyleGAN2: the conv affines plus only the final toRGB affine, each style channel
+    normalised, eigenvectors of AᵀA. Built here from the named layers of a tiny random StyleGAN2; ``torgb``
+    all / none read every toRGB affine / none, and the last toRGB alone is w+ entry num_ws − 1."""
+    g = tiny_generator(seed=3)
+    net, last = g.synthesis_network, g.style_names[g.torgb_layers[-1]]
+    assert [g.style_names[i] for i in g.torgb_layers] == ["b4.torgb", "b8.torgb", "b16.torgb", "b32.torgb"]
+    weights = {name: (net.layer(name).affine.weight * net.layer(name).affine.weight_gain).double() for name in g.style_names}
+    reference = torch.cat([w for name, w in weights.items() if not name.endswith("torgb") or name == last])
+    reference = reference / reference.norm(dim=1, keepdim=True)
+    sigma, v = torch.linalg.eigh(reference.T @ reference)
+    solution = SeFa(max_directions=3)(Problem(torch.eye(g.w_dim), generator=g, space="w"))
+    assert torch.allclose(solution.sigma, sigma.flip(0)[:3], rtol=1e-9)
+    assert principal_angles(solution.directions.double(), v.flip(1)[:, :3]).max() < 1e-3
+    every = SeFa(torgb="all", max_directions=3)(Problem(torch.eye(g.w_dim), generator=g, space="w"))
+    assert principal_angles(every.directions.double(), v.flip(1)[:, :3]).max() > 1  # degrees: the choice matters
+    rows = {option: affine_matrix(g, torgb=option).shape[0] for option in ("last", "all", "none")}
+    assert rows == {"last": g.s_dim_without_torgb + g.style_dims[-1], "all": g.s_dim, "none": g.s_dim_without_torgb}
+    assert torch.allclose(affine_matrix(g, [g.num_ws - 1]), weights[last])
+    toy = ToyFaceGenerator(resolution=32)
+    assert torch.equal(affine_matrix(toy, torgb="last"), affine_matrix(toy, torgb="all"))  # toyface has no toRGB
 
 
 class LinearGenerator(Generator):
