@@ -7,6 +7,8 @@ import pytest
 import scipy.linalg
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from ice_exp.cli import CONF_DIR
 from ice_exp.compare import compare
@@ -151,6 +153,17 @@ def test_sefa_default_reads_the_conv_affines_and_the_last_torgb_on_stylegan2():
     assert torch.allclose(affine_matrix(g, [g.num_ws - 1]), weights[last])
     toy = ToyFaceGenerator(resolution=32)
     assert torch.equal(affine_matrix(toy, torgb="last"), affine_matrix(toy, torgb="all"))  # toyface has no toRGB
+
+
+def test_solver_configs_default_to_the_references():
+    """Each conf/solver/<peer>.yaml states the reference's choices, and the classes' own defaults agree."""
+    expected = {"sefa": {"torgb": "last"}, "ganspace": {"num_samples": 300_000},
+                "lowrankgan": {"rho": None, "null_ratio": None, "min_removed": 1, "num_relax": 0, "order": "foreground"}}
+    for name, values in expected.items():
+        cfg = OmegaConf.load(f"{CONF_DIR}/solver/{name}.yaml")
+        solver, default = instantiate(cfg), get_class(cfg._target_)()
+        for key, value in values.items():
+            assert getattr(solver, key) == getattr(default, key) == value, (name, key)
 
 
 class LinearGenerator(Generator):

@@ -95,11 +95,12 @@ class GANSpace(Solver):
     """GANSpace (Härkönen et al., NeurIPS 2020): PCA of w = mapping(z) over ``num_samples`` z ~ N(0, I)
     (torch seed ``seed``); the top ``max_directions`` components are applied at the w+ entries ``layers``
     and mapped to the run's space (module docstring). With ``basis: s`` the PCA is of the styles s instead
-    (run space s only). σ = each component's variance. The covariance is accumulated in float64 over
-    batches of ``batch`` samples, so any number of samples fits in memory. Needs ``Problem.generator`` and
-    ``space``; ignores the Grams."""
+    (run space s only). σ = each component's variance. The default 300,000 samples are the reference's
+    (harskish/ganspace). The covariance is accumulated in float64 over batches of ``batch`` samples, so any
+    number fits in memory and the PCA is exact, where the reference's incremental PCA approximates it.
+    Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
-    def __init__(self, num_samples: int = 10000, basis: str = "w", layers: list[int] | None = None,
+    def __init__(self, num_samples: int = 300_000, basis: str = "w", layers: list[int] | None = None,
                  max_directions: int | None = 10, seed: int = 0, batch: int = 1000) -> None:
         if basis not in ("w", "s"):
             raise ValueError(f"ganspace.basis: unknown {basis!r}; allowed values: w, s")
