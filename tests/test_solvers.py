@@ -7,6 +7,8 @@ import pytest
 import scipy.linalg
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from ice_exp.cli import CONF_DIR
 from ice_exp.compare import compare
@@ -17,6 +19,7 @@ from ice_exp.metrics.subspace import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
+from tests.test_stylegan2 import tiny_generator
 
 E = torch.eye(6, dtype=torch.float64)
 
@@ -32,16 +35,46 @@ def test_background_sums_suppress_terms_at_unit_scale():
 
 def test_lowrankgan_projects_the_foreground_subspace_on_the_background_null_space():
     """Foreground spans e0 and (e1 + e2)/√2 with gains 4 and 2; the background occupies e2. Projected on the
-    null space (e2 removed) the directions are e0 and e1; relaxing the null space by one keeps e1 + e2."""
+    null space (e2 removed) the directions are e0 and e1, in the foreground's order with its singular values
+    (the reference); ``order: gain`` scores them by vᵀM_f v instead."""
     fg_dirs = torch.stack([E[0], (E[1] + E[2]) / math.sqrt(2)], 1)
     problem = Problem(fg_dirs @ torch.diag(torch.tensor([4.0, 2.0], dtype=torch.float64)) @ fg_dirs.T,
                       [SuppressTerm("bg", torch.outer(E[2], E[2]), 1e-2)])
     solution = LowRankGAN(rpca=False)(problem)
     assert solution.directions.shape[1] == 2
     assert _same_direction(solution.directions[:, 0], E[0]) and _same_direction(solution.directions[:, 1], E[1])
-    assert torch.allclose(solution.sigma, torch.tensor([4.0, 1.0], dtype=torch.float64))
-    relaxed = LowRankGAN(rpca=False, num_relax=1)(problem)
-    assert _same_direction(relaxed.directions[:, 1], fg_dirs[:, 1])
+    assert torch.allclose(solution.sigma, torch.tensor([4.0, 2.0], dtype=torch.float64))
+    gain = LowRankGAN(rpca=False, order="gain")(problem)
+    assert torch.allclose(gain.sigma, torch.tensor([4.0, 1.0], dtype=torch.float64))
+
+
+def test_lowrankgan_always_removes_a_background_direction_unless_told_not_to():
+    """The background has rank 1 (e2): relaxing by 1 or more still removes one direction (the reference's
+    clamp), so the second direction stays e1; with min_removed 0 nothing is removed and it is (e1 + e2)/√2."""
+    fg_dirs = torch.stack([E[0], (E[1] + E[2]) / math.sqrt(2)], 1)
+    problem = Problem(fg_dirs @ fg_dirs.T, [SuppressTerm("bg", torch.outer(E[2], E[2]), 1e-2)])
+    for relax in (1, 3):
+        assert _same_direction(LowRankGAN(rpca=False, num_relax=relax)(problem).directions[:, 1], E[1])
+    kept = LowRankGAN(rpca=False, num_relax=1, min_removed=0)(problem)
+    assert principal_angles(kept.directions, fg_dirs).max() < 1e-4  # degrees; arccos round-off is ~1e-6
+    alone = LowRankGAN(rpca=False)(Problem(problem.activate))  # no suppress term: a zero background, none removed
+    assert principal_angles(alone.directions, fg_dirs).max() < 1e-4
+
+
+def test_lowrankgan_ranks_are_numerical_by_default():
+    """Foreground singular values 4, 1e-3 and -2 (indefinite, as robust PCA's L may be): the numerical rank
+    (numpy's matrix_rank, |λ| > D·eps·σ_max) keeps all three, in singular-value order; rho = 1e-2 keeps 2.
+    The background diag(1, 1e-9) has numerical rank 2 (both removed); null_ratio 1e-6 makes it rank 1."""
+    fg = torch.diag(torch.tensor([4.0, 0, 0, 1e-3, -2.0, 0], dtype=torch.float64))
+    problem = Problem(fg, [SuppressTerm("bg", torch.diag(torch.tensor([0, 1.0, 1e-9, 0, 0, 0], dtype=torch.float64)), 1e-2)])
+    solution = LowRankGAN(rpca=False)(problem)
+    assert torch.allclose(solution.sigma, torch.tensor([4.0, 2.0, 1e-3], dtype=torch.float64))
+    for k, axis in enumerate((0, 4, 3)):
+        assert _same_direction(solution.directions[:, k], E[axis])
+    assert LowRankGAN(rpca=False, rho=1e-2)(problem).directions.shape[1] == 2
+    wide = Problem(torch.eye(6, dtype=torch.float64), problem.suppress)
+    assert LowRankGAN(rpca=False)(wide).directions.abs()[1:3].max() < 1e-12  # e1, e2 both removed
+    assert LowRankGAN(rpca=False, null_ratio=1e-6)(wide).directions.abs()[2].max() > 0.1  # e2 kept
 
 
 def test_robust_pca_separates_low_rank_from_sparse():
@@ -97,6 +130,40 @@ def test_affine_matrix_reads_stylegan2_affines():
     expected = torch.cat([net.layer(name).affine.weight * net.layer(name).affine.weight_gain
                           for k in range(g.num_ws) for name, _, idx in net.layout if idx == k]).double()
     assert torch.allclose(affine_matrix(g), expected, atol=1e-6)
+
+
+def test_sefa_default_reads_the_conv_affines_and_the_last_torgb_on_stylegan2():
+    """genforce/sefa on StyleGAN2: the conv affines plus only the final toRGB affine, each style channel
+    normalised, eigenvectors of AᵀA. Built here from the named layers of a tiny random StyleGAN2; ``torgb``
+    all / none read every toRGB affine / none, and the last toRGB alone is w+ entry num_ws − 1."""
+    g = tiny_generator(seed=3)
+    net, last = g.synthesis_network, g.style_names[g.torgb_layers[-1]]
+    assert [g.style_names[i] for i in g.torgb_layers] == ["b4.torgb", "b8.torgb", "b16.torgb", "b32.torgb"]
+    weights = {name: (net.layer(name).affine.weight * net.layer(name).affine.weight_gain).double() for name in g.style_names}
+    reference = torch.cat([w for name, w in weights.items() if not name.endswith("torgb") or name == last])
+    reference = reference / reference.norm(dim=1, keepdim=True)
+    sigma, v = torch.linalg.eigh(reference.T @ reference)
+    solution = SeFa(max_directions=3)(Problem(torch.eye(g.w_dim), generator=g, space="w"))
+    assert torch.allclose(solution.sigma, sigma.flip(0)[:3], rtol=1e-9)
+    assert principal_angles(solution.directions.double(), v.flip(1)[:, :3]).max() < 1e-3
+    every = SeFa(torgb="all", max_directions=3)(Problem(torch.eye(g.w_dim), generator=g, space="w"))
+    assert principal_angles(every.directions.double(), v.flip(1)[:, :3]).max() > 1  # degrees: the choice matters
+    rows = {option: affine_matrix(g, torgb=option).shape[0] for option in ("last", "all", "none")}
+    assert rows == {"last": g.s_dim_without_torgb + g.style_dims[-1], "all": g.s_dim, "none": g.s_dim_without_torgb}
+    assert torch.allclose(affine_matrix(g, [g.num_ws - 1]), weights[last])
+    toy = ToyFaceGenerator(resolution=32)
+    assert torch.equal(affine_matrix(toy, torgb="last"), affine_matrix(toy, torgb="all"))  # toyface has no toRGB
+
+
+def test_solver_configs_default_to_the_references():
+    """Each conf/solver/<peer>.yaml states the reference's choices, and the classes' own defaults agree."""
+    expected = {"sefa": {"torgb": "last"}, "ganspace": {"num_samples": 300_000},
+                "lowrankgan": {"rho": None, "null_ratio": None, "min_removed": 1, "num_relax": 0, "order": "foreground"}}
+    for name, values in expected.items():
+        cfg = OmegaConf.load(f"{CONF_DIR}/solver/{name}.yaml")
+        solver, default = instantiate(cfg), get_class(cfg._target_)()
+        for key, value in values.items():
+            assert getattr(solver, key) == getattr(default, key) == value, (name, key)
 
 
 class LinearGenerator(Generator):

@@ -39,6 +39,9 @@ class Generator(nn.Module):
     num_ws: int
     style_dims: tuple[int, ...]  # per style layer, in block order (S packs them in this order)
     resolution: int
+    # Style layers (indices into style_dims, ascending) whose affine feeds a toRGB layer rather than a conv:
+    # SeFa's reference keeps only the last of them. None by default (toyface has no toRGB).
+    torgb_layers: tuple[int, ...] = ()
 
     # --- implemented by subclasses -------------------------------------------------------------
     def mapping(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:

@@ -1,4 +1,4 @@
-"""Generator-based peers (peers.md): directions in w from the generator alone, no criteria, no Grams.
+"""Generator-based peers (docs/peers.md): directions in w from the generator alone, no criteria, no Grams.
 
 Both need ``Problem.generator`` and ``Problem.space``. Their native directions v live in w and are applied,
 as in the papers, at the w+ entries ``layers`` (None = all); ``w_to_space`` maps them to the run's space:
@@ -52,14 +52,22 @@ def w_to_space(generator: Generator, space: str, directions: Tensor, layers: lis
     return wp / wp.norm(dim=0)
 
 
-def affine_matrix(generator: Generator, layers: list[int] | None = None) -> Tensor:
+TORGB = ("last", "all", "none")
+
+
+def affine_matrix(generator: Generator, layers: list[int] | None = None, torgb: str = "all") -> Tensor:
     """The style-affine weights read from w+ entries ``layers``, stacked: [Σ d_l, w_dim] float64, one row per
-    style channel, found as the non-zero rows of ∂s/∂w+_k (so any generator with affine styles works)."""
+    style channel, found as the non-zero rows of ∂s/∂w+_k (so any generator with affine styles works).
+    toRGB style layers (``Generator.torgb_layers``) are kept per ``torgb``: all, only the last one, or none."""
+    if torgb not in TORGB:
+        raise ValueError(f"torgb: unknown {torgb!r}; allowed values: {', '.join(TORGB)}")
+    dropped = {"all": (), "last": generator.torgb_layers[:-1], "none": generator.torgb_layers}[torgb]
+    kept = torch.cat([torch.full((d,), layer not in dropped) for layer, d in enumerate(generator.style_dims)])
     styles, point = _style_map(generator)
     w_dim, rows = generator.w_dim, []
     for k in _entries(generator, layers):
         jac = directional(styles, point, basis_rows(k * w_dim, (k + 1) * w_dim, point.numel(), point)).T.double()
-        rows.append(jac[jac.abs().amax(1) > 0])  # [d_l, w_dim] of every style layer that reads entry k
+        rows.append(jac[(jac.abs().amax(1) > 0) & kept.to(jac.device)])  # kept style layers reading entry k
     return torch.cat(rows)
 
 
@@ -67,14 +75,16 @@ class SeFa(Solver):
     """SeFa (Shen & Zhou, CVPR 2021), closed form: A = the style-affine weights of the w+ entries ``layers``
     (None = all) stacked [Σ d_l, w_dim], each row (one style channel) L2-normalised; directions = the top
     ``max_directions`` eigenvectors of AᵀA in w, mapped to the run's space (module docstring); σ = their
-    eigenvalues. Needs ``Problem.generator`` and ``space``; ignores the Grams."""
+    eigenvalues. ``torgb: last`` reads, as genforce/sefa does on StyleGAN2, the conv affines plus only the
+    final toRGB affine (its layer index num_layers − 1 names that toRGB); ``all`` is the project's variant
+    (every toRGB affine, i.e. every style of S). Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
-    def __init__(self, layers: list[int] | None = None, max_directions: int | None = 10) -> None:
-        self.layers, self.max_directions = layers, max_directions
+    def __init__(self, layers: list[int] | None = None, torgb: str = "last", max_directions: int | None = 10) -> None:
+        self.layers, self.torgb, self.max_directions = layers, torgb, max_directions
 
     def __call__(self, problem: Problem) -> Solution:
         generator, space = _needs(problem, "SeFa")
-        a = affine_matrix(generator, self.layers)
+        a = affine_matrix(generator, self.layers, self.torgb)
         a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-300)
         sigma, v = torch.linalg.eigh(a.T @ a)
         top = ranked(sigma, v, self.max_directions)
@@ -85,11 +95,12 @@ class GANSpace(Solver):
     """GANSpace (Härkönen et al., NeurIPS 2020): PCA of w = mapping(z) over ``num_samples`` z ~ N(0, I)
     (torch seed ``seed``); the top ``max_directions`` components are applied at the w+ entries ``layers``
     and mapped to the run's space (module docstring). With ``basis: s`` the PCA is of the styles s instead
-    (run space s only). σ = each component's variance. The covariance is accumulated in float64 over
-    batches of ``batch`` samples, so any number of samples fits in memory. Needs ``Problem.generator`` and
-    ``space``; ignores the Grams."""
+    (run space s only). σ = each component's variance. The default 300,000 samples are the reference's
+    (harskish/ganspace). The covariance is accumulated in float64 over batches of ``batch`` samples, so any
+    number fits in memory and the PCA is exact, where the reference's incremental PCA approximates it.
+    Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
-    def __init__(self, num_samples: int = 10000, basis: str = "w", layers: list[int] | None = None,
+    def __init__(self, num_samples: int = 300_000, basis: str = "w", layers: list[int] | None = None,
                  max_directions: int | None = 10, seed: int = 0, batch: int = 1000) -> None:
         if basis not in ("w", "s"):
             raise ValueError(f"ganspace.basis: unknown {basis!r}; allowed values: w, s")

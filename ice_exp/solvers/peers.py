@@ -1,4 +1,4 @@
-"""Gram-based peers (peers.md), re-implemented from their papers on ice-exp's Grams.
+"""Gram-based peers (docs/peers.md), re-implemented from their papers on ice-exp's Grams.
 
 Both take the run's Problem: foreground M_f = the activate Gram, background M_b = ``Problem.background()``
 (the suppress Grams, each scaled to unit λ_max, summed). The papers build M_f / M_b from image pixels in
@@ -35,39 +35,61 @@ def robust_pca(m: Tensor, lam: float = 1 / 60, tol: float = 1e-7, max_iter: int 
     return low, sparse
 
 
+def _spectrum(m: Tensor) -> tuple[Tensor, Tensor]:
+    """Singular values of m, descending, and its right singular vectors as columns: the reference reads ranks
+    and subspaces off an SVD (robust PCA's L is symmetric only up to round-off, and may be indefinite)."""
+    _, sv, vh = torch.linalg.svd(m)
+    return sv, vh.T
+
+
+def _rank(sv: Tensor, ratio: float | None) -> int:
+    """How many singular values exceed ratio·σ_max; ratio None = numpy's matrix_rank (D·eps·σ_max)."""
+    cut = len(sv) * torch.finfo(sv.dtype).eps if ratio is None else ratio
+    return int((sv > cut * sv[0]).sum()) if sv[0] > 0 else 0
+
+
 class LowRankGAN(Solver):
-    """LowRankGAN (Zhu et al., NeurIPS 2021): the foreground's principal subspace projected on the
-    background's null space.
+    """LowRankGAN (Zhu et al., NeurIPS 2021), as zhujiapeng/LowRankGAN computes it: the foreground's principal
+    subspace projected on the background's null space.
 
     1. Low-rank parts L_f, L_b of M_f, M_b by robust PCA (``rpca``, λ = ``lam``); else the Grams themselves.
-    2. F = eigenvectors of L_f with λ > ``rho``·λ_max (at most ``max_directions``).
-    3. N_b = eigenvectors of L_b outside its rank r (numerical rank, λ > D·eps·λ_max, or λ ≥ ``null_ratio``·λ_max
-       when given), widened by ``num_relax`` eigenvectors just inside it (the paper's rank relaxation).
-    4. Directions = the columns of N_b N_bᵀ F, normalised; those whose projection vanishes are dropped.
-       σ = vᵀM_f v of each direction.
+    2. F = the top r_f right singular vectors of L_f, r_f = its numerical rank (numpy's matrix_rank:
+       σ > D·eps·σ_max), or σ > ``rho``·σ_max when given.
+    3. r_b = the numerical rank of L_b (or σ ≥ ``null_ratio``·σ_max); the top clamp(r_b − ``num_relax``,
+       ``min_removed``, D − 1) singular vectors are removed, the rest is the null space N_b. ``min_removed: 1``
+       is the reference's (at least one background direction always goes); a zero background removes none.
+    4. Directions = the columns of N_b N_bᵀ F, normalised, in F's order with σ = L_f's singular values
+       (``order: foreground``); ``order: gain`` re-ranks them by vᵀM_f v, the project's variant. Directions
+       whose projection vanishes (‖·‖ ≤ 1e-6) are dropped (the reference would normalise round-off).
     Takes the Grams only. Robust PCA costs one D×D eigendecomposition per iteration (slow for D ≈ 9,000).
     """
 
-    def __init__(self, rpca: bool = True, lam: float = 1 / 60, num_relax: int = 0, rho: float = 1e-2,
-                 null_ratio: float | None = None, max_directions: int | None = None) -> None:
+    def __init__(self, rpca: bool = True, lam: float = 1 / 60, num_relax: int = 0, rho: float | None = None,
+                 null_ratio: float | None = None, min_removed: int = 1, order: str = "foreground",
+                 max_directions: int | None = None) -> None:
+        if order not in ("foreground", "gain"):
+            raise ValueError(f"lowrankgan.order: unknown {order!r}; allowed values: foreground, gain")
         self.rpca, self.lam, self.num_relax, self.rho = rpca, lam, num_relax, rho
-        self.null_ratio, self.max_directions = null_ratio, max_directions
+        self.null_ratio, self.min_removed, self.order = null_ratio, min_removed, order
+        self.max_directions = max_directions
 
     def __call__(self, problem: Problem) -> Solution:
         fg, bg = problem.activate.double(), problem.background()
         if self.rpca:
             fg = robust_pca(fg, self.lam)[0]
             bg = robust_pca(bg, self.lam)[0] if bg.abs().max() > 0 else bg
-        lam_f, q_f = torch.linalg.eigh(fg)
-        principal = q_f[:, lam_f > self.rho * lam_f[-1].clamp_min(0)].flip(1)[:, : self.max_directions]
-        lam_b, q_b = torch.linalg.eigh(bg)
-        cut = self.null_ratio if self.null_ratio is not None else bg.shape[0] * torch.finfo(torch.float64).eps
-        rank = int((lam_b > cut * lam_b[-1].clamp_min(0)).sum()) if lam_b[-1] > 0 else 0
-        null = q_b[:, : bg.shape[0] - max(rank - self.num_relax, 0)]
+        sv_f, basis_f = _spectrum(fg)
+        keep = _rank(sv_f, self.rho)
+        sigma, principal = sv_f[:keep], basis_f[:, :keep]
+        sv_b, basis_b = _spectrum(bg)
+        removed = _rank(sv_b, self.null_ratio) - self.num_relax
+        removed = min(max(removed, self.min_removed), bg.shape[0] - 1) if sv_b[0] > 0 else 0
+        null = basis_b[:, removed:]
         projected = null @ (null.T @ principal)
         norms = projected.norm(dim=0)
-        projected = projected[:, norms > 1e-6] / norms[norms > 1e-6]
-        sigma = ((problem.activate.double() @ projected) * projected).sum(0)
+        sigma, projected = sigma[norms > 1e-6], projected[:, norms > 1e-6] / norms[norms > 1e-6]
+        if self.order == "gain":
+            sigma = ((problem.activate.double() @ projected) * projected).sum(0)
         return ranked(sigma, projected, self.max_directions)
 
 

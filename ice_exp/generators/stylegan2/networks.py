@@ -318,6 +318,7 @@ class StyleGAN2Generator(Generator):
         self.img_channels = img_channels
         self.style_names = tuple(name for name, _, _ in synthesis.layout)
         self.style_dims = tuple(dim for _, dim, _ in synthesis.layout)
+        self.torgb_layers = tuple(i for i, name in enumerate(self.style_names) if name.endswith("torgb"))
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode: {noise_mode!r}; allowed values: const, random, none")
         self.noise_mode, self.truncation_psi = noise_mode, float(truncation_psi)
@@ -334,7 +335,7 @@ class StyleGAN2Generator(Generator):
     @property
     def s_dim_without_torgb(self) -> int:
         """Width of S without the toRGB styles (6048 for 1024 config-f; S itself is 9088)."""
-        return sum(d for name, d in zip(self.style_names, self.style_dims) if not name.endswith("torgb"))
+        return sum(d for i, d in enumerate(self.style_dims) if i not in self.torgb_layers)
 
     def mapping(self, z: Tensor, truncation_psi: float | None = None) -> Tensor:
         """z [B, z_dim] -> w [B, w_dim]; ``truncation_psi`` defaults to the generator's own."""
