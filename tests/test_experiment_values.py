@@ -35,7 +35,7 @@ def own_values(name: str) -> dict[str, object]:
 
 
 def test_experiment_files_are_found():
-    assert {"toyface/face_boundary", "stylegan2/face_boundary"} <= set(FILES)
+    assert {"toyface/face_boundary", "toyface/seed/face_boundary", "stylegan2/face_boundary"} <= set(FILES)
 
 
 @pytest.mark.parametrize("name", FILES)

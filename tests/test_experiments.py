@@ -10,14 +10,39 @@ from tests.conftest import make_config
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
 
 
+# one world per task, drawn at random (no world is special; the README's world protocol covers many)
+WORLDS = dict(zip(TOYFACE_TASKS, torch.randint(1000, 10**6, (len(TOYFACE_TASKS),), generator=torch.Generator().manual_seed(7)).tolist()))
+
+
 @pytest.mark.parametrize("task", TOYFACE_TASKS)
 def test_toyface_experiment_meets_ground_truth_bars(task, tmp_path):
-    cfg = make_config(f"experiment=toyface/{task}")
+    """The recommended settings meet the bars in a world and sample pool they were not tuned on."""
+    cfg = make_config(f"experiment=toyface/{task}", f"generator.seed={WORLDS[task]}", f"samples.seed={WORLDS[task] + 1}")
     metrics = run(cfg, tmp_path)
     assert metrics["gt/dim_found"] == metrics["gt/dim_true"], metrics["solver/sigma"]
     assert metrics["gt/principal_angle_max_deg"] < 10
     assert metrics["gt/purity_mean"] > 0.9
+    assert metrics["gt/pass"] == 1
     assert (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "directions.png").is_file()
+
+
+def test_world_protocol_sweeps_both_settings_over_worlds_and_pools():
+    """`ice-exp -cn worlds -m`: the seven tasks with the seed's and the recommended settings, 10 worlds x 2 pools."""
+    from hydra import compose, initialize_config_dir
+
+    from ice_exp.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("worlds", return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    experiments = [e.strip() for e in params.experiment.split(",")]
+    assert sorted(experiments) == sorted([f"toyface/{t}" for t in TOYFACE_TASKS] + [f"toyface/seed/{t}" for t in TOYFACE_TASKS])
+    assert params["generator.seed"] == "range(10,20)" and params["samples.seed"] == "8,9"
+    assert cfg.counterfactual.enabled is False and cfg.logger.backend == "none"
+    for name in experiments:  # each job's config: the experiment's settings label and its samples
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            job = compose("worlds", overrides=[f"experiment={name}"])
+        assert job.settings == ("seed" if "/seed/" in name else "recommended")
 
 
 STYLEGAN2_EXPERIMENTS = TOYFACE_TASKS + ["spaces", "fig2_face_boundary", "fig3_gallery", "fig4_counterfactual", "spectrum"]

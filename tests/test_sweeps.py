@@ -273,6 +273,18 @@ def test_report_mean_std_over_seeds_and_grouping(hand_made, capsys):
     assert len(read_csv(out / "runs.csv")) == 14
 
 
+def test_report_median_and_range_over_worlds(hand_made, capsys):
+    """--stat median: each cell is median [min, max], so the worst world shows; report.csv has every statistic."""
+    out = hand_made / "median"
+    assert report([str(hand_made), "--out", str(out), "--stat", "median", "--format", "md,csv"]) == 0
+    markdown = capsys.readouterr().out
+    # angle of eye_shape / LateProjection over seeds 0, 1, 2: 101, 102, 105
+    assert "| eye_shape | 2 [1, 5] | 102 [101, 105] |" in markdown
+    assert "median [min, max] over 3 run(s) per cell" in markdown
+    cell = next(r for r in read_csv(out / "report.csv") if (r["criteria.name"], r["solver"]) == ("lip_color", "EarlyProjection"))
+    assert [float(cell[f"gt/principal_angle_max_deg {s}"]) for s in ("median", "min", "max")] == [8.0, 7.0, 11.0]
+
+
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):
     out = hand_made / "by_solver"
     assert report([str(hand_made), "--rows", "solver,space", "--cols", "none", "--metrics", "gt/dim_found,eval/gain",

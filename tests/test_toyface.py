@@ -7,7 +7,8 @@ import torch
 from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
 from ice_exp.generators.toyface.factors import FACTORS, factor_index
-from ice_exp.generators.toyface.tasks import TRUE_GROUPS
+from ice_exp.generators.toyface import tasks
+from ice_exp.generators.toyface.tasks import TRUE_GROUPS, check_world
 from ice_exp.metrics.directional import factor_purity
 from ice_exp.metrics.subspace import principal_angles
 
@@ -93,6 +94,22 @@ def test_true_subspaces_change_only_their_factors(g64, space):
         moved = jac @ q  # [3, 20, k]
         assert moved[:, others].abs().max() < 1e-8 * moved[:, idx].abs().max(), task
         assert torch.linalg.matrix_rank(moved[0, idx]) == len(group), task
+
+
+WORLDS = torch.randint(1000, 10**6, (2,), generator=torch.Generator().manual_seed(2026)).tolist()  # drawn, not picked
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_true_groups_are_what_the_factors_measurably_do(world):
+    """In worlds drawn at random, each task's true group is exactly the set of factors that follow the task's
+    rule when moved alone (pixels inside the region, landmarks as the task says), measured on the drawing."""
+    assert check_world(world) == {}
+
+
+def test_world_check_finds_a_truth_the_drawing_contradicts(monkeypatch):
+    """The check is not vacuous: a group by meaning that the drawing does not bear out is reported."""
+    monkeypatch.setitem(tasks.TRUE_GROUPS, "hair_photometry", ("hair_colour", "hair_length", "chin_shape"))
+    assert check_world(WORLDS[0], resolution=128, samples=2) == {"hair_photometry": ("hair_length", "hair_colour")}
 
 
 def test_scores_perfect_on_truth_and_worse_on_random_and_pca(g64):
