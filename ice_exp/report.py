@@ -6,8 +6,8 @@ Each config is flattened to dotted keys (``criteria.name``, ``space``, ``seed``,
 ``<node>._target_`` values are shortened to the class name, which is also the value of ``<node>`` (``solver``,
 ``generator``). Rows and columns group the finished runs by the chosen keys; every cell summarises its runs,
 i.e. whatever else varies (seeds, worlds; the header names those keys): ``--stat mean`` gives mean ± sample
-std (n - 1), ``--stat median`` gives median [min, max], so a sweep over worlds shows its worst case too
-(``gt/pass`` averaged is the pass rate).
+std (n - 1), ``--stat median`` gives median [min, max], so a sweep over worlds shows its worst case too,
+and k/n for a 0/1 metric (``gt/pass``: the pass rate).
 
   ice-report outputs/multirun/2026-11-27_12-00-00 --rows criteria.name --cols solver
   ice-report outputs/multirun/* --rows criteria.name,space --cols none --metrics gt/purity_mean,eval/gain
@@ -96,7 +96,10 @@ def _order(value: Any) -> tuple[int, Any]:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite number, else None: a NaN (e.g. the purity of a run that found no direction) is left out of
+    the statistics, the run still counts in n and in rates such as gt/pass."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metrics: list[str],
@@ -116,7 +119,8 @@ def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metr
             values = [v for v in (_number(r["metrics"].get(m)) for r in done) if v is not None]
             if values:
                 stats[m] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                            "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
+                            "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+                            "count": sum(values) if set(values) <= {0.0, 1.0} else None}  # a 0/1 metric: how many 1s
         table[key] = {"n": len(done), "failed": len(members) - len(done), "stats": stats}
         all_keys = set().union(*(r["config"] for r in done))
         over |= {k for k in all_keys if len({json.dumps(r["config"].get(k), default=str) for r in done}) > 1}
@@ -141,6 +145,8 @@ def cell_text(cell: dict[str, Any] | None, metric: str, pm: str, stat: str = "me
     st = cell["stats"].get(metric)
     if st is None:
         text = "-"
+    elif st["count"] is not None and stat == "median":  # a 0/1 metric (gt/pass): the rate, k of n
+        text = f"{fmt(st['count'])}/{st['n']}"
     elif st["n"] == 1:
         text = fmt(st["mean"])
     else:

@@ -2,13 +2,14 @@
 
 A task's truth is what its factors measurably do to the drawn face, under the task's own rule
 (``RULES``): "the change stays inside this (3-px dilated) region", "it moves this landmark group",
-"every other landmark stays", "it is a uniform colour shift of this region". ``measured_group`` applies
+"every other landmark stays", "it is a uniform colour shift of this region". ``measured_groups`` applies
 a rule to every factor of a world at given samples (factor directions moved by forward-mode derivatives,
 changes pooled over the samples); ``TRUE_GROUPS`` is the answer, and tests/test_toyface.py checks that it
-is the measured group in worlds drawn at random. Measured at 128 px over 8 faces, the factors of a group
-keep > 99.99% of their change inside their region and move other landmarks by < 1e-6 px; every other
-factor fails its task's rule by a clear margin (the narrowest: face width and chin shape keep 97-99% of
-their change inside the hair's region, since the face covers the hair beside it, but both move the jaw).
+is the measured group in worlds drawn at random, and ``python -m ice_exp.generators.toyface.tasks
+--worlds 10-19`` checks any worlds (the world-validity check). The narrowest margins seen: eye openness keeps
+99.5-99.9% of its change inside the dilated eyes on nearly closed or wide-open eyes, while face width and
+chin shape keep 97-99% of theirs inside the hair's region (the face covers the hair beside it) but move the
+jaw, which the hair's rule forbids.
 - face_boundary: face width, jaw length, chin shape move the jaw outline and nothing else (head yaw also
   moves the jaw, but moves every other landmark too).
 - eye_shape: eye size, openness, spacing (brows are drawn at a fixed spacing, so they do not follow).
@@ -66,7 +67,7 @@ RULES: dict[str, TaskRule] = {
     "mouth_shape": TaskRule(("mouth_all",), moves="mouth"),
 }
 DILATION = 0.05  # of the image side: 3 px at 128 px, past the renderer's anti-aliased edges
-INSIDE = 0.999  # share of a factor's pixel change (squared) that must stay inside its region
+INSIDE = 0.995  # share of a factor's pixel change (squared) that must stay inside its region
 STILL_PX = 1e-3  # landmark motion (px per unit factor change) below which a landmark counts as still
 
 
@@ -79,8 +80,8 @@ def _colour_shift_residual(change: Tensor, mask: Tensor) -> Tensor:
 def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     """{task: the factors that follow ``RULES[task]``} at the samples z [N, z_dim] of a toyface ``generator``.
 
-    Each factor is moved along its own true direction in S (one unit of that factor per unit step at the
-    first sample); its pixel change and landmark motion (forward-mode derivatives) are pooled over the
+    Each factor is moved along its own true direction in S (one unit of that factor per unit step, on
+    average over the samples: a face where it saturates does not blow the step up); its pixel change and landmark motion (forward-mode derivatives) are pooled over the
     samples and checked against every task's rule."""
     parser: Parser = OracleParser()
     landmarker = OracleLandmarker()
@@ -95,7 +96,7 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     changes = {}
     for name in FACTORS:
         direction = generator.true_subspace([name], "s")[:, 0].to(s)
-        rate = generator.factor_jacobian(s[:1], "s")[0, FACTORS.index(name)] @ direction
+        rate = (generator.factor_jacobian(s, "s")[:, FACTORS.index(name)] @ direction).abs().mean()
         changes[name] = torch.func.jvp(render, (s,), ((direction / rate).expand_as(s),))[1]
     found: dict[str, tuple[str, ...]] = {}
     for task, rule in RULES.items():
