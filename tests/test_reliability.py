@@ -8,8 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
+from ice_exp.analyzers import Analyzers
+from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
+from ice_exp.grams import SampleGrams
+from ice_exp.terms import build_terms
 from ice_exp.tracking import close, make_logger
+from tests.test_engine import CRITERIA
 
 
 # --- W&B never blocks a run ---------------------------------------------------------------------------------
@@ -50,3 +57,60 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
     logger.log_metrics({"gain": 1.5})
     close(logger)
     assert list(run_dir.glob("*.wandb")), "the offline run holds the logged data for `wandb sync`"
+
+
+# --- a self-healing Gram cache -------------------------------------------------------------------------------
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"\x8f" * 4096)
+
+
+def nan(path: Path) -> None:
+    """A NaN written with a valid checksum (a writer that saved a broken sum): only the finite check sees it."""
+    from ice_exp.engine.cache import tensors_sha256
+
+    grams = load_file(path)
+    next(iter(grams.values()))[0, 0] = float("nan")
+    save_file(grams, path, metadata={"sha256": tensors_sha256(grams)})
+
+
+def flipped(path: Path) -> None:
+    """One byte of the last tensor changed, the header intact: only the checksum sees it."""
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def no_checksum(path: Path) -> None:
+    save_file(load_file(path), path)
+
+
+def wrong_terms(path: Path) -> None:
+    from ice_exp.engine.cache import tensors_sha256
+
+    grams = {f"renamed_{k}": v for k, v in load_file(path).items()}
+    save_file(grams, path, metadata={"sha256": tensors_sha256(grams)})
+
+
+@pytest.mark.parametrize("damage", [truncate, garbage, nan, flipped, no_checksum, wrong_terms])
+def test_a_bad_cache_entry_is_set_aside_named_and_recomputed(damage, tmp_path, caplog) -> None:
+    generator = ToyFaceGenerator(resolution=32, dtype=torch.float64)
+    terms = build_terms(CRITERIA, Analyzers(parser=OracleParser(), landmarker=OracleLandmarker()))
+    z = torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(8))
+    u = generator.encode(z[None], "s")[0].detach()
+    fresh = SampleGrams(generator, terms, "s")(z, u)
+    grams = SampleGrams(generator, terms, "s", cache_dir=tmp_path)
+    grams(z, u)
+    path = grams.cache.path(z)
+    assert {k: torch.equal(v, fresh[k]) for k, v in grams.cache.load(z).items()} == dict.fromkeys(fresh, True)
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="ice_exp.engine.cache"):
+        again = grams(z, u)
+    assert {k: torch.equal(v, fresh[k]) for k, v in again.items()} == dict.fromkeys(fresh, True)
+    (aside,) = path.parent.glob(f"{path.name}.bad-*")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning and aside.name in warning and "recomputed" in warning
+    assert torch.equal(grams.cache.load(z)["activate"], fresh["activate"]), "the recomputed entry was stored again"
