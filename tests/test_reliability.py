@@ -2,21 +2,34 @@
 specific message (docs/reliability.md lists them)."""
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import re
 import socket
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
+from face_alignment.models import FAN
+from facexlib.parsing import BiSeNet, ParseNet
 from safetensors.torch import load_file, save_file
 
 from ice_exp.analyzers import Analyzers
+from ice_exp.analyzers.arcface import IResNet, arcface
+from ice_exp.analyzers.fan import fan
+from ice_exp.analyzers.parsers import bisenet, parsenet
+from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
+from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_resnet50
+from ice_exp.generators.stylegan2 import load_generator
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
 from ice_exp.grams import SampleGrams
 from ice_exp.terms import build_terms
 from ice_exp.tracking import close, make_logger
 from tests.test_engine import CRITERIA
+from tests.test_stylegan2 import rosinality_state, tiny_generator
 
 
 # --- W&B never blocks a run ---------------------------------------------------------------------------------
@@ -114,3 +127,109 @@ def test_a_bad_cache_entry_is_set_aside_named_and_recomputed(damage, tmp_path, c
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(path) in warning and aside.name in warning and "recomputed" in warning
     assert torch.equal(grams.cache.load(z)["activate"], fresh["activate"]), "the recomputed entry was stored again"
+
+
+# --- one checkpoint reader for every weight file ---------------------------------------------------------------
+def state_of(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def celeba_file() -> dict[str, Any]:
+    """d-li14's model_best.pth.tar layout: a training record around a DataParallel state dict."""
+    state = {f"module.{k}": v for k, v in state_of(CelebAAttrResNet50()).items()}
+    return {"epoch": 1, "arch": "resnet50", "best_prec1": 90.0, "state_dict": state}
+
+
+def rosinality_file() -> dict[str, Any]:
+    """rosinality's training checkpoint: g_ema, latent_avg and the argparse options."""
+    G = tiny_generator()
+    return {"g_ema": rosinality_state(G), "latent_avg": G.mapping_network.w_avg.clone(),
+            "args": argparse.Namespace(size=G.resolution)}
+
+
+# loader -> (its model's name in messages, file name, the file's contents in the published format, where its
+# state dict sits in them, how a run loads it)
+LOADERS: dict[str, tuple[str, str, Callable[[], Any], Callable[[Any], dict], Callable[[Path], Any]]] = {
+    "bisenet": ("BiSeNet", "parsing_bisenet.pth", lambda: state_of(BiSeNet(19)), lambda c: c, bisenet),
+    "parsenet": ("ParseNet", "parsing_parsenet.pth", lambda: state_of(ParseNet(512, 512, parsing_ch=19)),
+                 lambda c: c, parsenet),
+    "fan": ("FAN", "2DFAN4-11f355bf06.pth.tar", lambda: state_of(FAN(4)), lambda c: c, fan),
+    "arcface": ("ArcFace", "backbone.pth", lambda: state_of(IResNet(18)), lambda c: c,
+                lambda path: arcface(path, depth=18)),
+    "celeba": ("CelebAAttrResNet50", "model_best.pth.tar", celeba_file, lambda c: c["state_dict"],
+               celeba_attr_resnet50),
+    "stylegan2": ("StyleGAN2 generator", "stylegan2-tiny.pt", rosinality_file, lambda c: c["g_ema"], load_generator),
+}
+
+
+class Hostile:
+    """Runs a shell command when unpickled by an unrestricted loader."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def write(path: Path, contents: Any) -> Path:
+    torch.save(contents, path)
+    return path
+
+
+def missing(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    return "not found|does not exist"
+
+
+def empty(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    path.write_bytes(b"")
+    return "the file is empty"
+
+
+def truncated(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    data = write(path, contents_of()).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return "truncated or corrupt zip archive"
+
+
+def random_bytes(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist()))
+    return "not a torch file|neither a torch file nor a readable pickle"
+
+
+def code_in_the_pickle(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    write(path, {"weights": Hostile(path.with_name("payload-ran"))})
+    return "asks to import posix.system .*refused, nothing from it was run"
+
+
+def non_finite_weight(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    contents = contents_of()
+    name = next(k for k, v in inner(contents).items() if v.is_floating_point())
+    inner(contents)[name].view(-1)[0] = float("nan")
+    write(path, contents)
+    return f"non-finite values in tensor .*{re.escape(name)}"
+
+
+def wrong_keys(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    contents = contents_of()
+    state = inner(contents)
+    name = list(state)[-1]  # the first names the format of a rosinality file
+    state[f"{name}_renamed"] = state.pop(name)
+    write(path, contents)
+    return f"(missing keys|lacks) .*{re.escape(name.removeprefix('module.'))}"
+
+
+@pytest.mark.parametrize("fault", [missing, empty, truncated, random_bytes, code_in_the_pickle, non_finite_weight,
+                                   wrong_keys])
+@pytest.mark.parametrize("loader", LOADERS)
+def test_every_bad_weight_file_names_file_model_and_cause(loader, fault, tmp_path) -> None:
+    model, file_name, contents_of, inner, load = LOADERS[loader]
+    path = tmp_path / file_name
+    cause = fault(path, contents_of, inner)
+    with pytest.raises(MissingCheckpoint if fault is missing else CheckpointError) as error:
+        load(path)
+    message = str(error.value)
+    assert str(path) in message and model in message, message
+    assert re.search(cause, message), message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert not path.with_name("payload-ran").exists(), "the pickled payload ran"
