@@ -72,6 +72,21 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
     assert list(run_dir.glob("*.wandb")), "the offline run holds the logged data for `wandb sync`"
 
 
+def test_a_run_with_an_unreachable_wandb_finishes_with_all_its_results(unreachable_wandb, tmp_path, monkeypatch,
+                                                                       caplog) -> None:
+    from ice_exp.cli import run
+    from tests.conftest import make_config
+
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    cfg = make_config("logger=wandb", "logger.init_timeout=2", "generator.resolution=32", "samples.indices=[0]",
+                      "samples.eval_num=1")
+    with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
+        metrics = run(cfg, tmp_path)
+    assert metrics and (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
+    assert any("wandb sync" in r.getMessage() for r in caplog.records)
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "the metrics are kept for `wandb sync`"
+
+
 # --- a self-healing Gram cache -------------------------------------------------------------------------------
 def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
