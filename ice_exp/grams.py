@@ -122,7 +122,8 @@ class SampleGrams:
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
                     "oversample": oversample if activate_topk or suppress_rank else None}
             weights = state_hash(generator, *terms.criteria.values())
-            self.cache = GramCache(cache_dir, key_of(weights, what), {"weights_sha256": weights, **what})
+            self.cache = GramCache(cache_dir, key_of(weights, what), {"weights_sha256": weights, **what},
+                                   names=[t.name for t in terms.terms], dim=generator.space_dim(space))
 
     def __call__(self, z: Tensor, u: Tensor) -> dict[str, Tensor]:
         """Grams at the latent point u [D] of the sample z [z_dim] (z keys the cache)."""

@@ -220,7 +220,7 @@ def test_bad_celeba_checkpoints_fail_clearly(celeba_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="model_best.pth.tar.*never published"):
         load_celeba_classifier(tmp_path)
     (tmp_path / "broken.pth.tar").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="broken.pth.tar: not a torch file"):
         load_celeba_classifier(tmp_path / "broken.pth.tar")
     state = {k: v for k, v in celeba_model.state_dict().items() if not k.startswith("classifier39")}
     state["classifier40.1.bias"] = torch.zeros(2)
