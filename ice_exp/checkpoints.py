@@ -7,6 +7,7 @@ nothing from a file is ever run; non-finite weights are refused by name instead 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import zipfile
 from contextlib import contextmanager
@@ -15,6 +16,16 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (recorded for every weight file a run loads)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
 
 ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.save magic number

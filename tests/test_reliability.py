@@ -25,7 +25,7 @@ from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
 from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_resnet50
 from ice_exp.generators.stylegan2 import load_generator
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.grams import SampleGrams
+from ice_exp.engine.grams import SampleGrams
 from ice_exp.terms import build_terms
 from ice_exp.tracking import close, make_logger
 from tests.test_engine import CRITERIA
@@ -74,7 +74,7 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
 
 def test_a_run_with_an_unreachable_wandb_finishes_with_all_its_results(unreachable_wandb, tmp_path, monkeypatch,
                                                                        caplog) -> None:
-    from ice_exp.cli import run
+    from ice_exp.discovery import run
     from tests.conftest import make_config
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)

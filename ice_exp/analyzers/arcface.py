@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
-from ice_exp.criteria.base import resize
+from ice_exp.images import resize
 from ice_exp.generators.base import Frame
 
 # Blocks per stage of arcface_torch's iresnet18 / 34 / 50 / 100.

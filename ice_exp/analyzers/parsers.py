@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
-from ice_exp.criteria.base import resize
+from ice_exp.images import resize
 from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
 

@@ -17,8 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
-from ice_exp.outputs import sha256_of
+from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint, sha256_of
 
 
 def facexlib_weights_dir() -> Path:

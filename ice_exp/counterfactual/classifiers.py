@@ -19,16 +19,8 @@ from torchvision.models.resnet import Bottleneck
 
 from ice_exp.analyzers.weights import Pretrained
 from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
+from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
 
-# CelebA's 40 attributes in list_attr_celeba.txt order (head i of the classifier is attribute i).
-CELEBA_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CELEBA_SIZE, CELEBA_CROP = 218, (218, 178)  # aligned CelebA images are 218 x 178 (h x w)
 
