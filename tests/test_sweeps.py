@@ -289,6 +289,7 @@ def test_report_counts_a_run_whose_status_is_not_completed_as_failed(hand_made, 
     assert report([str(hand_made), "--out", str(out)]) == 0
     markdown = capsys.readouterr().out
     assert "15 runs (12 finished, 3 failed)" in markdown
+    assert f"status: completed 12, failed 1, {status} 1, unfinished 1" in markdown.splitlines()
     assert f"14_job | {shown}" in markdown.split("## Failures")[1]
     cell = {(r["criteria.name"], r["solver"]): r for r in read_csv(out / "report.csv")}["eye_shape", "EarlyProjection"]
     assert (cell["n"], cell["failed"]) == ("3", "1")  # its metrics stay out of the means
@@ -341,3 +342,15 @@ def test_report_unknown_key_names_the_keys_that_vary(hand_made, capsys):
     with pytest.raises(SystemExit):
         report([str(hand_made), "--rows", "criteria.nme"])
     assert "keys that vary across these runs: criteria.name, seed, solver, solver._target_" in capsys.readouterr().err
+
+
+def test_sigterm_in_a_multirun_records_the_job_and_stops_the_sweep(hydra_job, tmp_path, monkeypatch):
+    from ice_exp import stop
+
+    def stopped(cfg, out_dir):
+        raise stop.Stopped("SIGTERM")
+
+    monkeypatch.setattr("ice_exp.discovery.run", stopped)
+    with pytest.raises(stop.Stopped):  # not swallowed like a failing job: the process was told to end
+        cli_main(hydra_job(RunMode.MULTIRUN))
+    assert json.loads((tmp_path / "job" / "failure.json").read_text())["error_type"] == "Stopped"

@@ -63,6 +63,8 @@ def main(cfg: DictConfig) -> float | None:
         wandb = sys.modules.get("wandb")  # imported only when the run had a W&B logger
         if wandb is not None and wandb.run is not None:
             wandb.finish(exit_code=1)  # the W&B run shows as failed; the next job in this process starts its own
+        if isinstance(error, stop.Stopped):
+            raise  # SIGTERM stops the whole sweep process, not just this job
         return None
     for key in SHOWN:
         if key in metrics:

@@ -29,6 +29,7 @@ import math
 import os
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,9 @@ def header_line(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[
 
 def to_markdown(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str], col: str | None,
                 metrics: list[str], base: Path) -> str:
-    lines = ["# ice-report", "", header_line(runs, summary, rows, col), ""]
+    statuses = Counter(r["status"] for r in runs)
+    lines = ["# ice-report", "", header_line(runs, summary, rows, col), "",
+             "status: " + ", ".join(f"{status} {n}" for status, n in sorted(statuses.items())), ""]
     for title, head, body in tables(summary, rows, col, metrics, " ± "):
         if title:
             lines += [f"## {title}", ""]
