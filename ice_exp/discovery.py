@@ -1,4 +1,4 @@
-"""One discovery run, top to bottom: build → accumulate → solve → evaluate → write → explain → finish.
+"""One discovery run, top to bottom: build → accumulate → solve → evaluate → write → explain → log.
 
 Each stage is a plain function call that returns its values. Lightning appears only inside
 :func:`accumulate` (devices, DDP, progress bar); after it, rank 0 alone solves, evaluates, explains and
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ice_exp.build import Discovery, build, is_rank_zero
 from ice_exp.counterfactual.explain import explain, log_explanation, scalars
@@ -31,7 +31,7 @@ from ice_exp.viz import direction_grid, spectrum_plot
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Any, out_dir: Path | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Discover the subspace of ``cfg`` (conf/config.yaml), score and explain it; returns the metrics (empty on
     DDP ranks above 0). With ``out_dir`` None nothing is written."""
     status = RunStatus(out_dir if is_rank_zero() else None)

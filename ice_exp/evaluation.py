@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from ice_exp.criteria.base import EmptyMask
-from ice_exp.generators.base import Generator
 from ice_exp.engine.grams import directional_changes
-from ice_exp.metrics.directional import MeanPerDirection, factor_purity
+from ice_exp.generators.base import Generator
 from ice_exp.linalg import principal_angles
+from ice_exp.metrics.directional import MeanPerDirection, factor_purity
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.terms import Terms
 

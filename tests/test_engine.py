@@ -7,12 +7,12 @@ import torch
 
 from ice_exp.analyzers import Analyzers
 from ice_exp.engine.accumulator import GramAccumulator
+from ice_exp.engine.grams import SampleGrams, sample_grams, term_fn
 from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.engine.grams import SampleGrams, sample_grams, term_fn
 from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection

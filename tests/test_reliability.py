@@ -23,9 +23,9 @@ from ice_exp.analyzers.fan import fan
 from ice_exp.analyzers.parsers import bisenet, parsenet
 from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
 from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_resnet50
+from ice_exp.engine.grams import SampleGrams
 from ice_exp.generators.stylegan2 import load_generator
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.engine.grams import SampleGrams
 from ice_exp.terms import build_terms
 from ice_exp.tracking import close, make_logger
 from tests.test_engine import CRITERIA

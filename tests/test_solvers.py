@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from ice_exp.config import CONF_DIR
 from ice_exp.apps.compare import compare
+from ice_exp.config import CONF_DIR
 from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator

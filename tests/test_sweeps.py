@@ -23,10 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from ice_exp.config import CONF_DIR
 from ice_exp.apps.discover import main as cli_main
 from ice_exp.apps.report import flatten, latex_escape
 from ice_exp.apps.report import main as report
+from ice_exp.config import CONF_DIR
 
 REPO = Path(CONF_DIR).parent
 TINY = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]

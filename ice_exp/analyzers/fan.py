@@ -20,8 +20,8 @@ from torch import Tensor
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
-from ice_exp.images import resize
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 # face-alignment >= 1.5 publishes a plain state dict; older releases published TorchScript archives
 # (read for their parameters only, see checkpoints.read_checkpoint). All three are FAN(4) weights.

@@ -18,8 +18,8 @@ from torchvision.models import ResNet, ResNet50_Weights
 from torchvision.models.resnet import Bottleneck
 
 from ice_exp.analyzers.weights import Pretrained
-from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
 from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
+from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CELEBA_SIZE, CELEBA_CROP = 218, (218, 178)  # aligned CelebA images are 218 x 178 (h x w)

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ice_exp.criteria.base import Criterion, State
-from ice_exp.images import resize
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 
 class HighFrequency(Criterion):

@@ -5,8 +5,8 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.criteria.base import Criterion, State, check_nonempty
-from ice_exp.images import resize
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 
 class RegionColour(Criterion):
