@@ -75,5 +75,6 @@ def accumulate(grams: SampleGrams, z: Tensor, trainer: dict[str, Any] = ONE_CPU)
             runner.validate(module, datamodule=LatentSamples(z), verbose=False)
     except SIGTERMException as error:  # Lightning's own SIGTERM stop is a SystemExit with exit code 0
         raise stop.Stopped("SIGTERM") from error
-    grams = {name: acc.compute() for name, acc in module.accumulators.items()}  # every rank: the sum over processes
-    return grams if runner.is_global_zero else None
+    module.to(runner.strategy.root_device)  # Lightning's teardown moved the models to the CPU: back for the next stages
+    sums = {name: acc.compute() for name, acc in module.accumulators.items()}  # every rank: the sum over processes
+    return sums if runner.is_global_zero else None
