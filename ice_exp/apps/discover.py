@@ -70,3 +70,7 @@ def main(cfg: DictConfig) -> float | None:
         if key in metrics:
             log.info("%s = %s", key, metrics[key])
     return metrics.get("gt/principal_angle_max_deg")
+
+
+if __name__ == "__main__":
+    main()

@@ -73,3 +73,7 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     explain_runs(cfg, out_dir)
     print((out_dir / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

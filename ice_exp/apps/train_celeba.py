@@ -12,3 +12,7 @@ from ice_exp.counterfactual.train_celeba import train
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_celeba")
 def main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+if __name__ == "__main__":
+    main()
