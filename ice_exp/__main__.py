@@ -1,3 +1,3 @@
-from ice_exp.cli import main
+from ice_exp.apps.discover import main
 
 main()

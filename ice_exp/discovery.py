@@ -1,105 +1,107 @@
-"""The discovery run as a LightningModule: each validation step accumulates one sample's JᵀJ per term;
-the epoch end solves, evaluates on held-out samples, writes the outputs and logs them.
+"""One discovery run, top to bottom: build → accumulate → solve → evaluate → write → explain → log.
 
-Lightning's validation loop is used because discovery optimises nothing: it runs every sample once, under
-DDP without wrapping the module, and with ``inference_mode=False`` the steps may differentiate.
+Each stage is a plain function call that returns its values. Lightning appears only inside
+:func:`accumulate` (devices, DDP, progress bar); after it, rank 0 alone solves, evaluates, explains and
+writes, and the other DDP ranks return. Results are written as soon as they exist (the subspace and a first
+metrics.json right after evaluation, so a later failure never loses them), metrics.json's final version and
+the W&B record once at the end, with the same metric names. ``run_info.json`` and ``metrics.json`` carry the
+run's status: ``completed``, or ``failed:<stage>`` with the error (then the error is re-raised).
 """
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from omegaconf import DictConfig, OmegaConf
 
-from ice_exp.engine.accumulator import GramAccumulator
-from ice_exp.evaluation import evaluate, ground_truth
-from ice_exp.generators.base import Generator
-from ice_exp.grams import SampleGrams
-from ice_exp.outputs import save_subspace, write_json
-from ice_exp.solvers.base import Problem, Solution, Solver, SuppressTerm
-from ice_exp.terms import Terms
-from ice_exp.tracking import log_run
+from ice_exp.build import Discovery, build, is_rank_zero
+from ice_exp.counterfactual.explain import explain, log_explanation, scalars
+from ice_exp.engine.accumulate import accumulate
+from ice_exp.engine.grams import precision_angles
+from ice_exp.evaluation import score
+from ice_exp.outputs import claim, save_subspace, versions
+from ice_exp.records import COMPLETED, RunStatus, write_json
+from ice_exp.solvers.base import Problem, Solution
+from ice_exp.tracking import close, log_run
 from ice_exp.viz import direction_grid, spectrum_plot
 
-
-@dataclass
-class RunSettings:
-    space: str = "s"
-    engine: dict[str, Any] = field(default_factory=dict)  # conf/config.yaml: engine (SampleGrams options)
-    z_eval: Tensor | None = None  # held-out samples
-    truth: list[str] | None = None  # ground-truth factor group (toyface)
-    out_dir: Path | None = None  # where rank 0 writes; None writes nothing
-    steps: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
-    magnitude: float = 3.0
-    grid_directions: int = 5
-    random_directions: int = 8
-    meta: dict[str, Any] = field(default_factory=dict)
+log = logging.getLogger(__name__)
 
 
-class DiscoveryModule(pl.LightningModule):
-    def __init__(self, generator: Generator, terms: Terms, solver: Solver, settings: RunSettings) -> None:
-        super().__init__()
-        self.generator, self.terms, self.solver, self.settings = generator, terms, solver, settings
-        self.criteria = nn.ModuleList(terms.criteria.values())  # registered so that .to(device) moves them
-        dim = generator.space_dim(settings.space)
-        self.accumulators = nn.ModuleDict({t.name: GramAccumulator(dim) for t in terms.terms})
-        self.grams = SampleGrams(generator, terms, settings.space, **settings.engine)
-        self.solution: Solution | None = None
-        self.first_z: Tensor | None = None  # a training sample, for the direction grid without held-out samples
-        self.metrics: dict[str, Any] = {}
-        self._started = 0.0
+def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """Discover the subspace of ``cfg`` (conf/config.yaml), score and explain it; returns the metrics (empty on
+    DDP ranks above 0). With ``out_dir`` None nothing is written."""
+    status = RunStatus(out_dir if is_rank_zero() else None)
+    if status.out_dir is not None:
+        claim(status.out_dir)  # before anything is written: another run's records stay untouched
+    with status.stage("build"):
+        built = build(cfg, out_dir)
+        if status.out_dir is not None:
+            start_record(status.out_dir, built)
 
-    def on_validation_epoch_start(self) -> None:
-        self._started = time.perf_counter()
+    started = time.perf_counter()
+    with status.stage("accumulate"):
+        grams = accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
+    if grams is None:  # a DDP rank above 0: rank 0 does the rest
+        return {}
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        _, z = batch
-        self.first_z = z[:1] if self.first_z is None else self.first_z
-        u = self.generator.encode(z, self.settings.space)[0].detach()
-        for name, g in self.grams(z[0], u).items():
-            self.accumulators[name].update(g)
+    with status.stage("solve"):
+        problem = Problem.of(grams, built.terms, built.generator, built.space)
+        solution = built.solver(problem)
+    metrics: dict[str, Any] = {"time/discovery_s": time.perf_counter() - started}  # accumulate + solve
 
-    def problem(self) -> Problem:
-        grams = {name: acc.compute() for name, acc in self.accumulators.items()}  # summed over processes
-        return Problem(activate=grams[self.terms.activate.name],
-                       suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in self.terms.suppress],
-                       generator=self.generator, space=self.settings.space)
+    with status.stage("evaluate"):
+        metrics |= score(built.generator, built.terms, built.space, problem, solution, built.z_eval, built.truth)
+        if cfg.engine.precision != "fp32":  # tf32 / bf16: the eigenspace error they cause
+            u = built.generator.encode(built.z_train[:1], built.space)[0].detach()
+            metrics |= precision_angles(built.generator, built.terms, u, built.space, **OmegaConf.to_container(cfg.engine))
 
-    def on_validation_epoch_end(self) -> None:
-        problem = self.problem()
-        self.solution = self.solver(problem)
-        self.metrics = {"time/discovery_s": time.perf_counter() - self._started,  # accumulate + solve
-                        **self.grams.precision_check}  # tf32 / bf16: the eigenspace error they caused
-        if self.trainer.is_global_zero:
-            with torch.enable_grad():
-                self.metrics.update(self._evaluate(problem))
-            self._write(problem)
+    with status.stage("write"):
+        if out_dir is not None:
+            write_discovery(out_dir, built, problem, solution, metrics)
 
-    def _evaluate(self, problem: Problem) -> dict[str, Any]:
-        s, sol = self.settings, self.solution
-        out: dict[str, Any] = {"solver/num_directions": sol.directions.shape[1],
-                               "solver/sigma": sol.sigma.tolist()}
-        if s.z_eval is not None and len(s.z_eval):
-            out.update(evaluate(self.generator, self.terms, s.space, sol, s.z_eval, s.random_directions))
-            if s.truth:
-                out.update(ground_truth(self.generator, s.space, s.truth, sol, problem, s.z_eval))
-        return out
+    rows: list[dict[str, Any]] = []
+    with status.stage("explain"):
+        if built.classifier is not None and solution.directions.shape[1]:
+            subspace = {cfg.criteria.name: (solution, built.meta)}
+            rows = explain(cfg.counterfactual, built.classifier, subspace, built.generator, built.analyzers,
+                           {cfg.criteria.name: built.terms}, out_dir / "counterfactual" if out_dir is not None else None)
+            metrics |= scalars(rows[0], "counterfactual/")
 
-    def _write(self, problem: Problem) -> None:
-        s = self.settings
-        if s.out_dir is None:
-            return
-        out = Path(s.out_dir)
-        save_subspace(out / "subspace.safetensors", self.solution, s.meta)
-        write_json(out / "metrics.json", self.metrics)
-        spectrum_plot(problem, self.solution, out / "spectrum.png", getattr(self.solver, "rho", None))
-        shown = s.z_eval[:1] if s.z_eval is not None and len(s.z_eval) else self.first_z
-        base = self.generator.encode(shown, s.space)[0]
-        direction_grid(self.generator, s.space, base, self.solution.directions[:, : s.grid_directions], s.steps,
-                       s.magnitude, out / "directions.png")
-        if self.logger is not None:
-            log_run(self.logger, out, self.metrics)
+    with status.stage("log"):
+        metrics["status"] = COMPLETED
+        if out_dir is not None:
+            write_json(out_dir / "metrics.json", metrics)
+            status.set(COMPLETED)  # run_info.json
+            log.info("outputs in %s", out_dir)
+        if built.logger is not None:
+            log_run(built.logger, out_dir or Path("."), metrics)
+            if rows and out_dir is not None:
+                log_explanation(built.logger, rows, out_dir / "counterfactual")
+            close(built.logger)
+    return metrics
+
+
+def start_record(out_dir: Path, run: Discovery) -> None:
+    """The resolved config and run_info.json (config hash, seeds, samples, versions, weight checksums),
+    status ``running``."""
+    OmegaConf.save(run.cfg, out_dir / "config_resolved.yaml", resolve=True)
+    write_json(out_dir / "run_info.json", {
+        "status": "running", "config_hash": run.meta["config_hash"], "seed": run.cfg.seed,
+        "samples": OmegaConf.to_container(run.cfg.samples, resolve=True), "versions": versions(),
+        "weights_sha256": run.weights_sha256, "torch_threads": torch.get_num_threads()})
+
+
+def write_discovery(out_dir: Path, run: Discovery, problem: Problem, solution: Solution, metrics: dict[str, Any]) -> None:
+    """subspace.safetensors, the first metrics.json (status ``running``: the explanation may follow),
+    spectrum.png and directions.png."""
+    save_subspace(out_dir / "subspace.safetensors", solution, run.meta)
+    write_json(out_dir / "metrics.json", {**metrics, "status": "running"})
+    spectrum_plot(problem, solution, out_dir / "spectrum.png", getattr(run.solver, "rho", None))
+    shown = run.z_eval[:1] if len(run.z_eval) else run.z_train[:1]
+    viz = run.cfg.viz
+    direction_grid(run.generator, run.space, run.generator.encode(shown, run.space)[0],
+                   solution.directions[:, : viz.directions], list(viz.steps), viz.magnitude, out_dir / "directions.png")

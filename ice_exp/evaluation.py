@@ -3,6 +3,7 @@
 - ``eval/gain``: mean over directions of ‖J_act v‖² / E_r‖J_act r‖², the activate change per unit step
   relative to random unit directions r (> 1: the direction moves the target more than chance).
 - ``eval/leak/<term>``: the same ratio for each suppress term (0: the term does not move at all).
+- ``eval/skipped_samples``: held-out samples left out because a criterion's region is empty on them.
 - toyface only: ``gt/principal_angle_max_deg`` (largest principal angle to the true subspace),
   ``gt/dim_found`` / ``gt/dim_true``, ``gt/purity_mean`` (mean over directions and samples of
   ‖J_group v‖² / ‖J_factors v‖²), and the same scores for PCA of M_act as a baseline (``baseline/pca_*``);
@@ -16,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ice_exp.criteria.base import EmptyMask
+from ice_exp.engine.grams import directional_changes
 from ice_exp.generators.base import Generator
-from ice_exp.grams import directional_changes
+from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import MeanPerDirection, factor_purity
-from ice_exp.metrics.subspace import principal_angles
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.terms import Terms
 
@@ -35,11 +37,17 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
     k = solution.directions.shape[1]
     probes = torch.cat([solution.directions, random_directions(solution.directions.shape[0], random_count, seed)], 1)
     meters = {t.name: MeanPerDirection(probes.shape[1]) for t in terms.terms}
+    skipped = 0
     for z in z_eval:
         u = generator.encode(z[None], space)[0].detach()
-        for name, change in directional_changes(generator, terms, u, space, probes).items():
+        try:
+            changes = directional_changes(generator, terms, u, space, probes)
+        except EmptyMask:  # one face without the region says nothing about the directions: leave it out
+            skipped += 1
+            continue
+        for name, change in changes.items():
             meters[name].update(change)
-    out: dict[str, Any] = {"eval/num_directions": k}
+    out: dict[str, Any] = {"eval/num_directions": k, "eval/skipped_samples": skipped}
     for term in terms.terms:
         change = meters[term.name].compute()
         relative = change[:k] / change[k:].mean().clamp_min(1e-30)
@@ -81,3 +89,15 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
     out["gt/pass"] = int(passes(out))
     return out
 
+
+
+def score(generator: Generator, terms: Terms, space: str, problem: Problem, solution: Solution, z_eval: Tensor,
+          truth: list[str] | None) -> dict[str, Any]:
+    """Every score of a discovery run: the solution's size, and on held-out samples gain, leakage and (with
+    a known truth) the ground-truth scores."""
+    out: dict[str, Any] = {"solver/num_directions": solution.directions.shape[1], "solver/sigma": solution.sigma.tolist()}
+    if len(z_eval):
+        out.update(evaluate(generator, terms, space, solution, z_eval))
+        if truth:
+            out.update(ground_truth(generator, space, truth, solution, problem, z_eval))
+    return out

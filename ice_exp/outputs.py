@@ -18,14 +18,6 @@ PACKAGES = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-
             "wandb", "facexlib", "face-alignment", "safetensors")
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (recorded for every weight file a run loads)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -63,5 +55,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+RESULTS = ("subspace.safetensors", "metrics.json")  # a folder holding one of these holds a run's results
+
+
+def claim(out_dir: Path) -> None:
+    """Make ``out_dir`` this run's folder; refuse one that already holds a run's results (two runs in one
+    folder would overwrite each other's files and mix their logs)."""
+    found = [name for name in RESULTS if (out_dir / name).exists()]
+    if found:
+        raise FileExistsError(f"run folder {out_dir} already holds a run's results ({', '.join(found)}); "
+                              f"choose another hydra.run.dir or remove that run")
+    out_dir.mkdir(parents=True, exist_ok=True)

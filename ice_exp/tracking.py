@@ -1,6 +1,7 @@
 """The experiment logger: W&B that never blocks a run (online only with an API key), or none."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 from pytorch_lightning.loggers import Logger
 
 MODES = ("auto", "online", "offline", "disabled")
+log = logging.getLogger(__name__)
 
 
 def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: list[str], config: dict[str, Any]) -> Logger | None:
@@ -27,9 +29,32 @@ def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: lis
         return None
     from pytorch_lightning.loggers import WandbLogger
 
-    return WandbLogger(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"), group=cfg.get("group") or name,
-                       job_type=cfg.get("job_type", "discovery"), tags=list(cfg.get("tags") or []) + tags,
-                       name=name, save_dir=str(save_dir), mode=mode, config=config, log_model=False)
+    kwargs = dict(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"), group=cfg.get("group") or name,
+                  job_type=cfg.get("job_type", "discovery"), tags=list(cfg.get("tags") or []) + tags,
+                  name=name, save_dir=str(save_dir), config=config, log_model=False)
+    if mode == "online":
+        return _online_or_offline(kwargs, float(cfg.get("init_timeout", 10)))
+    return WandbLogger(mode=mode, **kwargs)
+
+
+def _online_or_offline(kwargs: dict[str, Any], timeout: float) -> Logger:
+    """Start the online run now, within ``timeout`` s (WandbLogger starts it lazily, mid-run, where an
+    unreachable server or a rejected key would kill the run); on any failure log offline instead and say
+    why in one warning with the ``wandb sync`` command. ``quiet`` skips wandb's "logged in as" lookup,
+    an unbounded server call before the run starts."""
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    try:
+        logger = WandbLogger(mode="online", settings=wandb.Settings(init_timeout=timeout, quiet=True), **kwargs)
+        logger.experiment  # noqa: B018 - starts the run here, bounded
+        return logger
+    except Exception as e:  # wandb raises CommError, AuthenticationError, UsageError, ...
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    logger = WandbLogger(mode="offline", **kwargs)
+    log.warning("W&B: could not start an online run (%s; logger.init_timeout=%g s); logging offline instead, "
+                "upload later with `wandb sync %s`", reason, timeout, Path(logger.experiment.dir).parent)
+    return logger
 
 
 def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any]) -> None:

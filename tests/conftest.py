@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ice_exp.cli import CONF_DIR
+from ice_exp.config import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

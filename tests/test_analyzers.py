@@ -21,6 +21,7 @@ from ice_exp.analyzers import weights
 from ice_exp.analyzers.arcface import ArcFaceIdentity, IResNet, arcface
 from ice_exp.analyzers.fan import FANLandmarker, fan, soft_argmax
 from ice_exp.analyzers.parsers import PARSENET_CLASSES, BiSeNetParser, ParseNetParser, bisenet, parsenet
+from ice_exp.checkpoints import CheckpointError, is_torchscript
 from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
 
@@ -250,7 +251,7 @@ def test_torchscript_fan_archive_loads_by_its_parameters(caches) -> None:
     traced = torch.jit.trace(net, torch.rand(1, 3, 64, 64), check_trace=False)
     target = caches["torch_hub"] / "2DFAN4-cd938726ad.zip"
     traced.save(str(target))
-    assert weights.is_torchscript(target)
+    assert is_torchscript(target)
     model = fan()
     assert model.weight_path == target
     assert torch.equal(model.net.conv1.weight, net.conv1.weight)
@@ -259,7 +260,7 @@ def test_torchscript_fan_archive_loads_by_its_parameters(caches) -> None:
 def test_wrong_layout_names_the_file(caches) -> None:
     target = caches["facexlib"] / "parsing_bisenet.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, target)
-    with pytest.raises(RuntimeError, match="parsing_bisenet.pth"):
+    with pytest.raises(CheckpointError, match="parsing_bisenet.pth"):
         bisenet()
 
 

@@ -7,13 +7,13 @@ import torch
 
 from ice_exp.analyzers import Analyzers
 from ice_exp.engine.accumulator import GramAccumulator
+from ice_exp.engine.grams import SampleGrams, sample_grams, term_fn
 from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.grams import SampleGrams, sample_grams, term_fn
-from ice_exp.metrics.subspace import eigenspace_angle, principal_angles
+from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.terms import build_terms
@@ -139,7 +139,7 @@ def test_resume_after_kill_gives_the_same_subspace(world, tmp_path, monkeypatch)
     for sample in z[:2]:  # the run dies after the second sample
         first(sample, _u(generator, sample))
     del first
-    import ice_exp.grams as grams_module
+    import ice_exp.engine.grams as grams_module
 
     computed = []
     real = grams_module.sample_grams

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ice_exp.cli import CONF_DIR
+from ice_exp.config import CONF_DIR
 
 EXPERIMENTS = Path(CONF_DIR) / "experiment"
 FILES = sorted(p.relative_to(EXPERIMENTS).with_suffix("").as_posix() for p in EXPERIMENTS.rglob("*.yaml"))

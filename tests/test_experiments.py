@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ice_exp.cli import run
+from ice_exp.discovery import run
 from tests.conftest import make_config
 
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
@@ -30,7 +30,7 @@ def test_world_protocol_sweeps_both_settings_over_worlds_and_pools():
     """`ice-exp -cn worlds -m`: the seven tasks with the seed's and the recommended settings, 10 worlds x 2 pools."""
     from hydra import compose, initialize_config_dir
 
-    from ice_exp.cli import CONF_DIR
+    from ice_exp.config import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("worlds", return_hydra_config=True)

@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from ice_exp import grams
-from ice_exp.cli import run
-from ice_exp.metrics.subspace import principal_angles
+from ice_exp.discovery import run
+from ice_exp.engine import grams
+from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection, LateProjection, null_intersection
 from tests.conftest import make_config
@@ -112,19 +113,43 @@ def test_run_writes_reproducible_outputs(tmp_path):
     assert tensors["directions"].shape == (192, metrics["solver/num_directions"])
 
 
-def _discover(tmp: Path, *overrides: str) -> torch.Tensor:
+TINY_CLASSIFIER = ["classifier.resolution=32", "classifier.train.samples=256", "classifier.train.held_out=64",
+                   "classifier.train.epochs=1"]  # runs, not accurate
+EXPLAINED = ["counterfactual.iterations=3", "counterfactual.num_samples=4", "counterfactual.target_class=flip",
+             "counterfactual.tile=32", "counterfactual.grid_samples=2"]
+
+
+def _discover(tmp: Path, *overrides: str) -> dict:
+    """A whole run as a user types it (evaluation and explanation on); returns its metrics.json."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "ice_exp", "logger=none", "counterfactual.enabled=false", "generator.resolution=32", "samples.indices=[0,1,2]",
-           "samples.eval_num=0", f"hydra.run.dir={tmp}", *overrides]
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
-    return load_file(str(tmp / "subspace.safetensors"))["directions"]
+    cmd = [sys.executable, "-m", "ice_exp", "logger=none", "generator.resolution=32", "samples.indices=[0,1,2]",
+           "samples.eval_num=2", f"hydra.run.dir={tmp}", *TINY_CLASSIFIER, *EXPLAINED, *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((tmp / "metrics.json").read_text())
 
 
-def test_two_process_ddp_gives_the_same_subspace(tmp_path):
-    single = _discover(tmp_path / "single")
-    ddp = _discover(tmp_path / "ddp", "trainer=ddp_cpu")
-    assert single.shape == ddp.shape and single.shape[1] > 0
-    assert principal_angles(single, ddp).max() < 1e-4
+def test_two_process_ddp_gives_the_same_results(tmp_path):
+    """trainer=ddp_cpu splits the samples over two processes; rank 0 alone solves, evaluates, explains and writes:
+    the same metrics.json (to round-off: the Gram sums are added in another order), subspace and explanation."""
+    cache = f"classifier.cache_dir={tmp_path / 'classifier'}"
+    single = _discover(tmp_path / "single", cache)
+    ddp = _discover(tmp_path / "ddp", cache, "trainer=ddp_cpu")
+    assert single["status"] == ddp["status"] == "completed" and single["solver/num_directions"] > 0
+    assert single.keys() == ddp.keys() and "eval/gain" in ddp and "counterfactual/flip_rate" in ddp
+    for key in set(single) - {"time/discovery_s"}:
+        a, b = single[key], ddp[key]
+        if isinstance(a, (int, float, list)):
+            assert np.allclose(a, b, rtol=1e-6, atol=1e-8, equal_nan=True), (key, a, b)
+        else:
+            assert a == b, key
+    angles = principal_angles(*(load_file(str(tmp_path / run / "subspace.safetensors"))["directions"] for run in ("single", "ddp")))
+    assert angles.max() < 1e-4
+    tables = [(tmp_path / run / "counterfactual" / "table.csv").read_text().splitlines() for run in ("single", "ddp")]
+    assert tables[0][0] == tables[1][0] and len(tables[0]) == len(tables[1]) == 2  # header + the one subspace
+    assert (tmp_path / "ddp" / "counterfactual" / "grid.png").is_file()
+    info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
+    assert info["status"] == "completed"
 
 
 def test_wandb_offline_run_is_recorded_without_an_api_key(tmp_path, monkeypatch):

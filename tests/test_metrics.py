@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
+from ice_exp.linalg import eigenspace_angle
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
-from ice_exp.metrics.subspace import eigenspace_angle
 
 
 def test_term_change_is_the_mean_squared_change_of_the_outputs():

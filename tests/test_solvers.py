@@ -10,12 +10,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from ice_exp.cli import CONF_DIR
-from ice_exp.compare import compare
+from ice_exp.apps.compare import compare
+from ice_exp.config import CONF_DIR
 from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.metrics.subspace import principal_angles
+from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
@@ -213,3 +213,14 @@ def test_comparison_table_scores_every_solver_on_toyface(tmp_path):
     assert ice["gt/principal_angle_max_deg"] < 10 and random["gt/principal_angle_max_deg"] > 45
     table = (tmp_path / "compare.md").read_text()
     assert "| early_projection |" in table and (tmp_path / "compare.csv").is_file()
+
+
+def test_compare_composes_each_solver_with_the_solver_overrides_it_has():
+    """ice-compare solver.rho=0.5: every solver with a rho gets it (as a discovery run would), the others not."""
+    from ice_exp.build import compose_solver
+
+    overrides = ["solver.rho=0.5", "solver.torgb=all", "criteria=eye_shape"]
+    early, sefa = compose_solver("early_projection", overrides), compose_solver("sefa", overrides)
+    assert early.rho == 0.5 and early._target_.endswith("EarlyProjection") and "torgb" not in early
+    assert sefa.torgb == "all" and "rho" not in sefa
+    assert compose_solver("late_projection", []).rho == 0.01  # conf/solver/late_projection.yaml as it is

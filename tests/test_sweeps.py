@@ -23,10 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from ice_exp.cli import CONF_DIR
-from ice_exp.cli import main as cli_main
-from ice_exp.report import flatten, latex_escape
-from ice_exp.report import main as report
+from ice_exp.apps.discover import main as cli_main
+from ice_exp.apps.report import flatten, latex_escape
+from ice_exp.apps.report import main as report
+from ice_exp.config import CONF_DIR
 
 REPO = Path(CONF_DIR).parent
 TINY = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]
@@ -57,9 +57,13 @@ def ice_exp(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def sweep(out: Path, test_conf: Path, *overrides: str) -> Path:
+def sweep(out: Path, test_conf: Path, *overrides: str, jobs: int, failed: int) -> Path:
+    """Run the sweep; it exits non-zero when a job failed, with one summary line naming the counts."""
     proc = ice_exp("-m", *TINY, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == (1 if failed else 0), proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = f"sweep {out}: {jobs} jobs, {jobs - failed} finished, {failed} failed"
+    assert summary in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
+    assert not failed or "failure.json" in proc.stderr.splitlines()[-1]
     return out
 
 
@@ -92,7 +96,7 @@ def assert_table_matches_runs(out: Path, finished: list[Path], rows: str = "crit
 def assert_failures_listed(out: Path, failed: list[Path], markdown: str) -> None:
     listed = read_csv(out / "failures.csv")
     assert sorted(r["run"] for r in listed) == sorted(str(j.relative_to(out)) for j in failed)
-    assert all(r["error_type"] == "ValueError" and "mask is empty" in r["message"] for r in listed)
+    assert all(r["error_type"] == "EmptyMask" and "mask is empty" in r["message"] for r in listed)
     assert "## Failures" in markdown and all(str(j.relative_to(out)) in markdown for j in failed)
     for job in failed:
         failure = json.loads((job / "failure.json").read_text())
@@ -119,7 +123,7 @@ def test_launcher_configs_compose(launcher, target, keys):
 
 def test_basic_sweep_over_criteria_gives_the_table_and_records_the_failure(tmp_path, test_conf, capsys):
     out = sweep(tmp_path / "sweep", test_conf, "generator.resolution=32",
-                "criteria=eye_photometry,mouth_shape_pixels,empty_region")
+                "criteria=eye_photometry,mouth_shape_pixels,empty_region", jobs=3, failed=1)
     jobs = run_dirs(out)
     assert len(jobs["finished"]) == 2 and len(jobs["failed"]) == 1
     assert report([str(out)]) == 0
@@ -161,8 +165,8 @@ def test_failing_job_is_recorded_in_a_multirun_and_raises_in_a_single_run(hydra_
     assert cli_main(hydra_job(RunMode.MULTIRUN, "samples.indices=[999]")) is None  # returns: the sweep goes on
     assert finished == [1]
     failure = json.loads((job / "failure.json").read_text())
-    assert failure["error_type"] == "ValueError" and "samples.indices" in failure["message"]
-    assert "LatentSamples" in failure["traceback"] and "samples.indices=[999]" in failure["overrides"] and failure["job_num"] == 3
+    assert failure["error_type"] == "ConfigError" and "samples.indices" in failure["message"]
+    assert "check_config" in failure["traceback"] and "samples.indices=[999]" in failure["overrides"] and failure["job_num"] == 3
     # the run died before writing its config: the failure writes it, so that ice-report can place the job
     assert yaml.safe_load((job / "config_resolved.yaml").read_text())["samples"]["indices"] == [999]
 
@@ -172,7 +176,7 @@ def grid(out: Path, test_conf: Path, launcher: list[str], tasks: list[str], reso
     every finished job in its cell and lists the failed ones."""
     experiments = ",".join([f"toyface/{t}" for t in tasks] + ["test/empty_region"])
     sweep(out, test_conf, *launcher, f"generator.resolution={resolution}", f"experiment={experiments}",
-          f"solver={','.join(SOLVERS)}")
+          f"solver={','.join(SOLVERS)}", jobs=2 * len(tasks) + 2, failed=2)
     jobs = run_dirs(out)
     assert len(jobs["finished"]) == 2 * len(tasks) and len(jobs["failed"]) == 2
     assert main_report(out) == 0
@@ -184,7 +188,7 @@ def grid(out: Path, test_conf: Path, launcher: list[str], tasks: list[str], reso
 
 
 def main_report(out: Path) -> int:
-    return subprocess.run([sys.executable, "-m", "ice_exp.report", str(out)], cwd=REPO, capture_output=True, text=True).returncode
+    return subprocess.run([sys.executable, "-m", "ice_exp.apps.report", str(out)], cwd=REPO, capture_output=True, text=True).returncode
 
 
 # two jobs at a time on the test machine's two cores: joblib's n_jobs; submitit_local starts every job of a batch
@@ -267,10 +271,29 @@ def test_report_mean_std_over_seeds_and_grouping(hand_made, capsys):
     assert "| eye_shape | 2.67 ± 2.08 | 103 ± 2.08 |" in angle and "| face_color | failed | failed |" in angle
     assert "mean ± std over 3 run(s) per cell, varying: seed" in markdown
     failures = markdown.split("## Failures")[1]
-    assert "nested/12_job | ValueError: masked_pixels regions=['hat']: mask is empty" in failures
-    assert "13_job | Unfinished" in failures
+    assert "nested/12_job | failed | ValueError: masked_pixels regions=['hat']: mask is empty" in failures
+    assert "13_job | unfinished | Unfinished" in failures
     assert {r["run"] for r in read_csv(out / "failures.csv")} == {"nested/12_job", "13_job"}
+    assert {r["status"] for r in read_csv(out / "runs.csv")} == {"completed", "failed", "unfinished"}
     assert len(read_csv(out / "runs.csv")) == 14
+
+
+@pytest.mark.parametrize("status, error, shown", [
+    ("failed:explain", "CheckpointError: classifier: cannot load w.pt", "failed:explain | failed:explain: CheckpointError"),
+    ("running", None, "running | running: stopped before the end"),  # killed after its first metrics.json
+])
+def test_report_counts_a_run_whose_status_is_not_completed_as_failed(hand_made, status, error, shown, capsys):
+    make_run(hand_made / "14_job", "eye_shape", "EarlyProjection", 3,
+             {**metric_values("eye_shape", "EarlyProjection", 0), "status": status, "error": error})
+    out = hand_made / "report"
+    assert report([str(hand_made), "--out", str(out)]) == 0
+    markdown = capsys.readouterr().out
+    assert "15 runs (12 finished, 3 failed)" in markdown
+    assert f"status: completed 12, failed 1, {status} 1, unfinished 1" in markdown.splitlines()
+    assert f"14_job | {shown}" in markdown.split("## Failures")[1]
+    cell = {(r["criteria.name"], r["solver"]): r for r in read_csv(out / "report.csv")}["eye_shape", "EarlyProjection"]
+    assert (cell["n"], cell["failed"]) == ("3", "1")  # its metrics stay out of the means
+    assert {r["run"]: r["status"] for r in read_csv(out / "runs.csv")}["14_job"] == status
 
 
 def test_report_median_and_range_over_worlds(hand_made, capsys):
@@ -319,3 +342,15 @@ def test_report_unknown_key_names_the_keys_that_vary(hand_made, capsys):
     with pytest.raises(SystemExit):
         report([str(hand_made), "--rows", "criteria.nme"])
     assert "keys that vary across these runs: criteria.name, seed, solver, solver._target_" in capsys.readouterr().err
+
+
+def test_sigterm_in_a_multirun_records_the_job_and_stops_the_sweep(hydra_job, tmp_path, monkeypatch):
+    from ice_exp import stop
+
+    def stopped(cfg, out_dir):
+        raise stop.Stopped("SIGTERM")
+
+    monkeypatch.setattr("ice_exp.discovery.run", stopped)
+    with pytest.raises(stop.Stopped):  # not swallowed like a failing job: the process was told to end
+        cli_main(hydra_job(RunMode.MULTIRUN))
+    assert json.loads((tmp_path / "job" / "failure.json").read_text())["error_type"] == "Stopped"

@@ -15,10 +15,10 @@ from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.fan import FANLandmarker
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.criteria import build_criterion
-from ice_exp.criteria.base import resize
 from ice_exp.criteria.texture import LandmarkTexture, bicubic_sample
 from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 R = 64
 

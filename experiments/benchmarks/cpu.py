@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 
 from experiments.benchmarks.common import ENGINES, Case, bench, markdown
 from ice_exp.analyzers import Analyzers
-from ice_exp.cli import CONF_DIR
+from ice_exp.config import CONF_DIR
+from ice_exp.engine.grams import term_fn
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.oracles import OracleLandmarker, OracleParser
-from ice_exp.grams import term_fn
 from ice_exp.terms import build_terms
 
 

@@ -12,19 +12,16 @@ import time
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from ice_exp.cli import CONF_DIR, build_analyzers
-from ice_exp.compare import build_problem
-from ice_exp.data import LatentSamples
+from ice_exp.build import build_task
+from ice_exp.config import CONF_DIR
+from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.metrics.subspace import principal_angles
+from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, robust_pca
-from ice_exp.terms import build_terms
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -73,10 +70,8 @@ def reference_rpca(m: np.ndarray, lam: float = 1 / 60, max_iter: int = 10000) ->
 def toyface_problem(overrides: list[str]) -> Problem:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("compare", overrides=["logger=none", *overrides])
-    generator = instantiate(cfg.generator)
-    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), build_analyzers(cfg.analyzer))
-    data = LatentSamples(generator.z_dim, seed=cfg.samples.seed, pool=cfg.samples.pool, indices=list(cfg.samples.indices))
-    return build_problem(generator, terms, cfg.space, data.z[data.indices], OmegaConf.to_container(cfg.engine, resolve=True))
+    task = build_task(cfg)
+    return Problem.of(accumulate(task.grams, task.z_train), task.terms, task.generator, task.space)
 
 
 def lowrankgan() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from ice_exp.cli import CONF_DIR
-from ice_exp.compare import compare
+from ice_exp.apps.compare import compare
+from ice_exp.config import CONF_DIR
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS
 
 SOLVERS = ["ice_recommended", "early_projection", "late_projection", "lowrankgan", "resefa", "sefa", "ganspace"]

@@ -15,24 +15,20 @@ import sys
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from ice_exp.cli import CONF_DIR, build_analyzers, truth_factors
-from ice_exp.compare import build_problem
-from ice_exp.data import latent_pool
+from ice_exp.build import build_task
+from ice_exp.config import CONF_DIR
+from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.toyface.factors import FACTORS
-from ice_exp.terms import build_terms
+from ice_exp.solvers.base import Problem
 
 
 def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", *overrides])
-    generator = instantiate(cfg.generator)
-    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), build_analyzers(cfg.analyzer))
-    z = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
-    problem = build_problem(generator, terms, cfg.space, z, OmegaConf.to_container(cfg.engine, resolve=True))
-    truth = truth_factors(cfg, generator) or []
+    task = build_task(cfg)
+    generator, z, truth = task.generator, task.z_train, task.truth or []
+    problem = Problem.of(accumulate(task.grams, z), task.terms, generator, task.space)
     grams = [("activate", problem.activate, None)] + [(t.name, t.gram, t.ratio) for t in problem.suppress]
     scale = [torch.linalg.eigvalsh(g)[-1] for _, g, _ in grams]
     values = generator.factors(generator.encode(z, "s"))

@@ -20,11 +20,11 @@ from torch import Tensor
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
-from ice_exp.criteria.base import resize
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 # face-alignment >= 1.5 publishes a plain state dict; older releases published TorchScript archives
-# (read for their parameters only, see weights.read_state_dict). All three are FAN(4) weights.
+# (read for their parameters only, see checkpoints.read_checkpoint). All three are FAN(4) weights.
 FAN_WEIGHTS = WeightSpec(
     what="FAN 2D landmarks (face-alignment 2DFAN-4)",
     file_names=("2DFAN4-11f355bf06.pth.tar", "2DFAN4_1.6-c827573f02.zip", "2DFAN4-cd938726ad.zip"),

@@ -4,19 +4,20 @@ The real analyzers (BiSeNet / ParseNet, FAN, ArcFace) need published weight file
 from inside a run (no network on compute nodes, and a silent download would hide which bytes a result
 came from). A :class:`WeightSpec` names the expected file(s), the folders where the owning package caches
 them and the published URL; :func:`resolve_weights` returns an existing file or raises one
-``FileNotFoundError`` that says exactly what to download and where to put it. Runs record
+:class:`~ice_exp.checkpoints.MissingCheckpoint` (a ``FileNotFoundError``) that says exactly what to download
+and where to put it; the file is read by :func:`ice_exp.checkpoints.read_checkpoint`. Runs record
 :meth:`Pretrained.weight_checksums` so every number traces back to exact bytes.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
-from ice_exp.outputs import sha256_of
+from torch import nn
+
+from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint, sha256_of
 
 
 def facexlib_weights_dir() -> Path:
@@ -47,7 +48,7 @@ class WeightSpec:
 
 def resolve_weights(spec: WeightSpec, path: str | Path | None = None) -> Path:
     """An existing weight file: ``path`` itself (a file, or a folder holding one of the expected names),
-    else the first expected name found in the package cache folders. Raises ``FileNotFoundError`` naming
+    else the first expected name found in the package cache folders. Raises ``MissingCheckpoint`` naming
     the expected file, every folder searched and the published URL; nothing is ever downloaded."""
     if path is not None and Path(path).expanduser().is_file():
         return Path(path).expanduser()
@@ -56,32 +57,12 @@ def resolve_weights(spec: WeightSpec, path: str | Path | None = None) -> Path:
         for name in spec.file_names:
             if (folder / name).is_file():
                 return folder / name
-    raise FileNotFoundError(
+    raise MissingCheckpoint(
         f"{spec.what}: weight file {spec.file_names[0]!r} not found "
         f"(accepted names: {', '.join(spec.file_names)}; searched: {', '.join(map(str, folders))}). "
         f"It is published at {spec.url} ; put it in one of the searched folders or pass its location as "
         f"`path`. ice-exp never downloads weights itself."
     )
-
-
-def is_torchscript(path: str | Path) -> bool:
-    """TorchScript archives are zips holding ``constants.pkl`` (plain torch.save zips do not)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist())
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Parameters of a checkpoint, on CPU, without running arbitrary pickled code.
-
-    Plain checkpoints go through ``torch.load(weights_only=True)`` (tensors and containers only). A
-    TorchScript archive (face-alignment < 1.5 published FAN as ``.zip`` TorchScript) is opened with
-    ``torch.jit.load``: its C++ loader rebuilds only tensors and TorchScript types (no Python pickle, no
-    Python globals) and only the parameters are kept; the archive's TorchScript methods are never called."""
-    if is_torchscript(path):
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class Pretrained(nn.Module):
@@ -95,10 +76,8 @@ class Pretrained(nn.Module):
     def load_weights(self, spec: WeightSpec, path: str | Path | None) -> None:
         """Resolve and strictly load ``spec`` into ``self.net`` (key names must match exactly)."""
         self.weight_path = resolve_weights(spec, path)
-        try:
-            self.net.load_state_dict(read_state_dict(self.weight_path), strict=True)
-        except RuntimeError as e:
-            raise RuntimeError(f"{spec.what}: {self.weight_path} does not match the network layout: {e}") from e
+        with located(self.weight_path, spec.what):
+            load_state(self.net, read_checkpoint(self.weight_path))
 
     def freeze(self) -> None:
         """Constant weights in eval mode; subclasses call it once ``self.net`` exists."""

@@ -17,17 +17,10 @@ from torch import Tensor, nn
 from torchvision.models import ResNet, ResNet50_Weights
 from torchvision.models.resnet import Bottleneck
 
-from ice_exp.analyzers.weights import Pretrained, read_state_dict
+from ice_exp.analyzers.weights import Pretrained
+from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
+from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
 
-# CelebA's 40 attributes in list_attr_celeba.txt order (head i of the classifier is attribute i).
-CELEBA_ATTRIBUTES: tuple[str, ...] = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
-    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
-    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
-    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
-    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
-    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
-)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CELEBA_SIZE, CELEBA_CROP = 218, (218, 178)  # aligned CelebA images are 218 x 178 (h x w)
 
@@ -72,35 +65,24 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> Path:
     """Strictly load a checkpoint into ``model`` and return the file read.
 
     Accepts a file or a folder holding ``model.checkpoint_name``; a ``{'state_dict': ...}`` wrapper and the
-    ``module.`` prefix of DataParallel checkpoints are removed. Read with ``torch.load(weights_only=True)``
-    (no pickled code runs). A missing file raises ``FileNotFoundError`` (with ``model.weights_hint``), a
-    file that is no checkpoint or does not fit the model raises ``ValueError`` listing the mismatched keys."""
+    ``module.`` prefix of DataParallel checkpoints are removed. Read with :func:`read_checkpoint` (no pickled
+    code runs). A missing file raises ``MissingCheckpoint`` (with ``model.weights_hint``), any other failure
+    a ``CheckpointError`` naming the file, the model and the cause (mismatched keys listed)."""
     path = Path(path).expanduser()
     name = getattr(model, "checkpoint_name", None)
     if path.is_dir() and name:
         path = path / name
     if not path.is_file():
         expected = f" Expected {name!r}." if name else ""
-        raise FileNotFoundError(f"{type(model).__name__}: checkpoint {path} does not exist.{expected} "
+        raise MissingCheckpoint(f"{type(model).__name__}: checkpoint {path} does not exist.{expected} "
                                 f"{getattr(model, 'weights_hint', '')}".rstrip())
-    try:
-        state: Any = read_state_dict(path)
-    except Exception as e:  # torch.load raises many types on damaged files (EOFError, UnpicklingError, ...)
-        raise ValueError(f"{type(model).__name__}: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{type(model).__name__}: {path} holds no state dict (a dict of tensors, or {{'state_dict': ...}})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected_keys = model.state_dict()
-    missing = sorted(set(expected_keys) - set(state))
-    unexpected = sorted(set(state) - set(expected_keys))
-    shapes = sorted(k for k in set(state) & set(expected_keys) if state[k].shape != expected_keys[k].shape)
-    if missing or unexpected or shapes:
-        show = lambda keys: f"{keys[:8]}{' ...' if len(keys) > 8 else ''} ({len(keys)} in all)"  # noqa: E731
-        raise ValueError(f"{type(model).__name__}: {path} does not match the network: missing keys {show(missing)}; "
-                         f"unexpected keys {show(unexpected)}; wrong shapes {show(shapes)}")
-    model.load_state_dict(state, strict=True)
+    with located(path, type(model).__name__):
+        state = read_checkpoint(path)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if isinstance(state, dict):
+            state = {str(k).removeprefix("module."): v for k, v in state.items()}
+        load_state(model, state)
     return path
 
 

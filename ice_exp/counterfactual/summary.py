@@ -1,6 +1,6 @@
 """The "which style flips the classifier" table: per-subspace aggregates of the per-sample measures.
 
-Aggregation uses torchmetrics (sums across processes, nan-aware):
+Aggregation uses torchmetrics (nan-aware; never synced across processes: the explanation runs on rank 0 alone):
 - ``flip_rate``: flipped / eligible (validity; nan when no sample was eligible);
 - ``median_norm_flipped`` / ``median_iterations``: medians of ‖Δu‖ and of the steps to flip, flipped samples only;
 - every other measure (p, Δp, pixel L1, locality, MNAC, term changes): mean over samples, nan ignored.
@@ -25,9 +25,9 @@ class SubspaceSummary:
     """Aggregates of one subspace over any number of batches of per-sample measures."""
 
     def __init__(self) -> None:
-        self.samples, self.eligible = SumMetric(), SumMetric()
-        self.flip_rate = MeanMetric(nan_strategy="ignore")
-        self.medians = {key: CatMetric(nan_strategy="ignore") for key in MEDIANS}
+        self.samples, self.eligible = SumMetric(sync_on_compute=False), SumMetric(sync_on_compute=False)
+        self.flip_rate = MeanMetric(nan_strategy="ignore", sync_on_compute=False)
+        self.medians = {key: CatMetric(nan_strategy="ignore", sync_on_compute=False) for key in MEDIANS}
         self.means: dict[str, MeanMetric] = {}
 
     def update(self, measures: dict[str, Tensor]) -> None:
@@ -39,7 +39,7 @@ class SubspaceSummary:
             self.medians[key].update(torch.where(flipped > 0, measures[source], torch.nan))
         for key, values in measures.items():
             if key not in COUNTED:
-                self.means.setdefault(key, MeanMetric(nan_strategy="ignore")).update(values)
+                self.means.setdefault(key, MeanMetric(nan_strategy="ignore", sync_on_compute=False)).update(values)
 
     def compute(self) -> dict[str, float]:
         out = {"samples": int(self.samples.compute()), "eligible": int(self.eligible.compute()),

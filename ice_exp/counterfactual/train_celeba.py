@@ -10,7 +10,7 @@ in the published layout (``{'state_dict': {'module.' + key: tensor}, 'epoch', 'a
 best weights go to ``test_accuracy.json``.
 
 Data: a CelebA folder with ``img_align_celeba/``, ``list_attr_celeba.txt`` and ``list_eval_partition.txt``.
-``python -m ice_exp.counterfactual.train_celeba data_dir=/data/celeba out_dir=outputs/celeba_attr``.
+``ice-train-celeba data_dir=/data/celeba out_dir=outputs/celeba_attr`` (ice_exp/apps/train_celeba.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -29,9 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MultilabelAccuracy
 from torchvision import transforms
 
-from ice_exp.cli import CONF_DIR
-from ice_exp.counterfactual.classifiers import CELEBA_ATTRIBUTES, IMAGENET_MEAN, IMAGENET_STD, CelebAAttrResNet50
-from ice_exp.outputs import write_json
+from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
+from ice_exp.counterfactual.classifiers import IMAGENET_MEAN, IMAGENET_STD, CelebAAttrResNet50
+from ice_exp.records import write_json
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "val": 1, "test": 2}  # list_eval_partition.txt codes
@@ -150,12 +149,3 @@ def train(cfg: DictConfig) -> Path:
     write_json(out_dir / "test_accuracy.json", results)
     log.info("test mean accuracy %.4f; checkpoint %s", results["test/accuracy_mean"], checkpoint.path)
     return checkpoint.path
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_celeba")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
-
-
-if __name__ == "__main__":
-    main()

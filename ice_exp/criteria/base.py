@@ -68,12 +68,16 @@ def morph(mask: Tensor, op: str, ks_ratio: float) -> Tensor:
     return {"dilate": dilated, "erode": eroded, "ring": dilated * (1 - eroded)}[op]
 
 
+class EmptyMask(ValueError):
+    """A criterion's region is empty on a sample: fatal in accumulation, a skipped sample in evaluation."""
+
+
 def check_nonempty(mask: Tensor, what: str) -> None:
     """Empty masks make a criterion silently vanish: fail with the sample and region instead."""
     areas = mask.flatten(1).sum(1)
     empty = torch.nonzero(areas == 0).flatten().tolist()
     if empty:
-        raise ValueError(f"{what}: mask is empty on batch item(s) {empty}; choose other regions or a smaller erosion")
+        raise EmptyMask(f"{what}: mask is empty on batch item(s) {empty}; choose other regions or a smaller erosion")
 
 
 def bbox_of(mask: Tensor) -> tuple[int, int, int, int]:
@@ -83,9 +87,3 @@ def bbox_of(mask: Tensor) -> tuple[int, int, int, int]:
     cols = torch.nonzero(union.any(0)).flatten()
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
-
-def resize(x: Tensor, size: int) -> Tensor:
-    """Resize to size x size (bilinear, as the seed's F.interpolate); identity when already that size."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
-from ice_exp.criteria.base import Criterion, State, bbox_of, check_morphology, check_nonempty, morph, resize
+from ice_exp.criteria.base import Criterion, State, bbox_of, check_morphology, check_nonempty, morph
 from ice_exp.generators.base import Frame
+from ice_exp.images import resize
 
 
 class MaskedPixels(Criterion):

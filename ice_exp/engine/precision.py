@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ice_exp.engine.jacobian import Fn, gram, jacobian
-from ice_exp.metrics.subspace import eigenspace_angle
+from ice_exp.linalg import eigenspace_angle
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 

@@ -1,4 +1,6 @@
-"""Per-direction metrics accumulated over held-out samples (torchmetrics, so DDP can sum them)."""
+"""Per-direction metrics accumulated over held-out samples. Evaluation runs on rank 0 alone after the
+accumulation, so the meters never synchronise across processes (``sync_on_compute=False``): a sync would
+wait for ranks that have already returned."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +14,7 @@ class MeanPerDirection(Metric):
     full_state_update = False
 
     def __init__(self, num_directions: int) -> None:
-        super().__init__()
+        super().__init__(sync_on_compute=False)
         self.add_state("total", default=torch.zeros(num_directions, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -1,7 +1,7 @@
 """Metrics of one edit x = G(u) -> x' = G(u + t·v), averaged over images (peers.md "Metrics", method.md §7).
 
-Each class is a torchmetrics Metric (sums and counts as states, so DDP can add them); keep one instance per
-(direction, step). Images are in ~[0, 1] as criteria see them, landmarks in image pixels.
+Each class is a torchmetrics Metric (sums and counts as states) that never syncs across processes: edits are
+scored after the accumulation, by one process. Keep one instance per (direction, step). Images are in ~[0, 1] as criteria see them, landmarks in image pixels.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class _Means(Metric):
     names: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(sync_on_compute=False)
         for name in self.names:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +26,13 @@ class Problem:
     suppress: list[SuppressTerm] = field(default_factory=list)
     generator: Generator | None = None
     space: str | None = None  # the space the directions must live in (dim D)
+
+    @staticmethod
+    def of(grams: dict[str, Tensor], terms: Any, generator: Generator | None = None, space: str | None = None) -> "Problem":
+        """The problem of accumulated Grams {term name: M} for ``terms`` (ice_exp.terms.Terms)."""
+        return Problem(activate=grams[terms.activate.name],
+                       suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in terms.suppress],
+                       generator=generator, space=space)
 
     def background(self) -> Tensor:
         """The peers' single background Gram M_b = Σ_j M_j / λ_max(M_j) over the suppress terms (zero without

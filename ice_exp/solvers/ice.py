@@ -4,13 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ice_exp.config import NULL_SPACES
+from ice_exp.linalg import significant_eigenspace
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
-
-
-def significant_eigenspace(gram: Tensor, ratio: float) -> Tensor:
-    """Eigenvectors [D, k] of a PSD matrix with λ >= ratio * λ_max (float64)."""
-    lam, q = torch.linalg.eigh(gram.double())
-    return q[:, lam >= ratio * lam[-1].clamp_min(0)]
 
 
 def null_intersection(problem: Problem, tol: float = 1e-6) -> Tensor:
@@ -51,7 +47,7 @@ def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | No
     return ranked(sigma[real], directions[:, real], max_directions, rho)
 
 
-NULL_SPACES = ("intersection", "sequential")
+
 
 
 def null_basis(problem: Problem, null_space: str = "intersection", tol: float = 1e-6) -> Tensor:

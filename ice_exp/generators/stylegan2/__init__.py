@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ice_exp.generators.stylegan2.loaders import PUBLISHED, load_generator
+from ice_exp.checkpoints import CheckpointError
+from ice_exp.generators.stylegan2.loaders import MODEL, PUBLISHED, load_generator
 from ice_exp.generators.stylegan2.networks import StyleGAN2Generator, style_layout
-from ice_exp.generators.stylegan2.safe_pickle import CheckpointError
 
 __all__ = ["CheckpointError", "PUBLISHED", "StyleGAN2Generator", "build_stylegan2", "load_generator", "style_layout"]
 
@@ -24,7 +24,7 @@ def build_stylegan2(path: str | Path | None = None, resolution: int | None = Non
     if path is not None:
         G = load_generator(path, noise_mode=noise_mode, truncation_psi=truncation_psi)
         if resolution is not None and G.resolution != resolution:
-            raise CheckpointError(f"{path}: generator renders {G.resolution} px, the config expects {resolution} px")
+            raise CheckpointError(f"{MODEL}: {path} renders {G.resolution} px, the config expects {resolution} px")
         return G
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -8,10 +8,11 @@
   ``dnnlib.tflib.network.Network`` objects holding ``(name, ndarray)`` variables, read the same way and
   converted as stylegan2-ada-pytorch's ``legacy.convert_tf_generator`` does.
 - rosinality ``.pt``: ``torch.save`` of a dict with ``g_ema`` (a state dict), read with
-  ``torch.load(weights_only=True)`` and renamed to ours.
+  :func:`ice_exp.checkpoints.read_checkpoint` and renamed to ours.
 
-Every failure is a :class:`CheckpointError` (a ``ValueError``) naming the file and the problem, raised
-before any model is returned; a missing file is a ``FileNotFoundError`` that says where to get it.
+Every failure is a :class:`CheckpointError` (a ``ValueError``) naming the model, the file and the problem,
+raised before any model is returned; a missing file is a ``MissingCheckpoint`` (a ``FileNotFoundError``)
+that says where to get it.
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ice_exp.checkpoints import (LEGACY_TORCH_MAGIC, ZIP_MAGIC, CheckpointError, MissingCheckpoint, located,
+                                 read_checkpoint, sha256_of)
 from ice_exp.generators.stylegan2.networks import FIR, StyleGAN2Generator
-from ice_exp.generators.stylegan2.safe_pickle import CheckpointError, EasyDict, Stub, load_pickle
+from ice_exp.generators.stylegan2.safe_pickle import EasyDict, Stub, load_pickle
 from ice_exp.generators.stylegan2.upfirdn import setup_filter
-from ice_exp.outputs import sha256_of
 
 __all__ = ["CheckpointError", "PUBLISHED", "detect_format", "load_generator"]
 
@@ -61,8 +63,7 @@ PUBLISHED: dict[str, tuple[str, str]] = {
         "(https://drive.google.com/open?id=1PQutd-JboOCOZqmd95XWxWrO8gGEvRcO)"),
 }
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # pickled torch.save magic number
+MODEL = "StyleGAN2 generator"
 
 
 def _missing_message(path: Path) -> str:
@@ -79,10 +80,10 @@ def _missing_message(path: Path) -> str:
 def detect_format(path: str | Path) -> str:
     """'torch' (a torch.save file: zip, or the legacy pickle with torch's magic number) or 'pickle'."""
     with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_TORCH_MAGIC))
+        head = f.read(len(LEGACY_TORCH_MAGIC))
     if not head:
         raise CheckpointError("the file is empty")
-    return "torch" if head.startswith(_ZIP_MAGIC) or head == _LEGACY_TORCH_MAGIC else "pickle"
+    return "torch" if head.startswith(ZIP_MAGIC) or head == LEGACY_TORCH_MAGIC else "pickle"
 
 
 def load_generator(path: str | Path, noise_mode: str = "const", truncation_psi: float = 1.0,
@@ -92,8 +93,8 @@ def load_generator(path: str | Path, noise_mode: str = "const", truncation_psi: 
     rosinality files only (they do not store it; their default is 0.01, as NVlabs')."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(_missing_message(path))
-    try:
+        raise MissingCheckpoint(_missing_message(path))
+    with located(path, MODEL):
         if detect_format(path) == "torch":
             kwargs, tensors = _read_rosinality(path, mapping_lr_multiplier)
         else:
@@ -101,10 +102,6 @@ def load_generator(path: str | Path, noise_mode: str = "const", truncation_psi: 
                 data = load_pickle(f)
             kwargs, tensors = _read_tf(data) if _is_tf(data) else _read_ada(data)
         G = _assemble(kwargs, tensors, noise_mode, truncation_psi)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from e
-    except Exception as e:  # any other failure is a file we cannot read: no partial model escapes
-        raise CheckpointError(f"{path}: could not read a StyleGAN2 generator ({type(e).__name__}: {e})") from e
     G.checksums = {str(path): sha256_of(path)}
     return G
 
@@ -320,11 +317,8 @@ def _convert_tf(tf: dict[str, np.ndarray], resolution: int, mapping_layers: int)
 
 # --- rosinality .pt -----------------------------------------------------------------------------------------
 def _read_rosinality(path: Path, lr_multiplier: float) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    try:  # training checkpoints also hold their argparse options; Namespace only sets attributes
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"torch.load(weights_only=True) refused or failed ({type(e).__name__}: {e})") from e
+    # training checkpoints also hold their argparse options; Namespace only sets attributes
+    ckpt = read_checkpoint(path, safe_globals=[argparse.Namespace])
     state = ckpt.get("g_ema", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "style.1.weight" not in state:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -22,15 +22,12 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
+from ice_exp.checkpoints import CheckpointError
+
 try:  # numpy >= 2 moved the pickle helpers to numpy._core
     from numpy._core import multiarray as _np_multiarray
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is corrupt, truncated, of an unknown format, of an unsupported or mismatched
-    architecture, or that asks to run code. No partial model is ever returned with it."""
 
 
 STUB_NAMESPACES = ("torch_utils", "dnnlib", "training", "torch.nn.modules")
@@ -83,7 +80,10 @@ def _check(condition: bool, what: str) -> None:
 def _load_from_bytes(data: bytes) -> Any:
     """torch.storage._load_from_bytes: a storage serialised with torch.save, read with weights_only."""
     _check(isinstance(data, (bytes, bytearray)), "storage payload is not bytes")
-    return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+    except Exception:  # torch's text would advise weights_only=False
+        raise CheckpointError("malformed pickle data: a tensor storage is not readable torch data") from None
 
 
 def _rebuild_tensor(storage: Any, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any) -> torch.Tensor:
@@ -206,4 +206,4 @@ def load_pickle(file: BinaryIO) -> Any:
     except CheckpointError:
         raise
     except Exception as e:  # truncated / corrupt streams raise many different types
-        raise CheckpointError(f"not a readable pickle ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"neither a torch file nor a readable pickle ({type(e).__name__}: {e})") from e

@@ -122,7 +122,7 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
 def check_world(seed: int, resolution: int = 128, samples: int = 4) -> dict[str, tuple[str, ...]]:
     """The world-validity check: {task: measured group} where it differs from ``TRUE_GROUPS`` (empty: valid).
     Samples are z #0.. of the pool seeded with the world's seed, so every world is checked alike."""
-    from ice_exp.data import latent_pool
+    from ice_exp.latents import latent_pool
     from ice_exp.generators.toyface.generator import ToyFaceGenerator
 
     generator = ToyFaceGenerator(resolution=resolution, seed=seed)

@@ -115,14 +115,14 @@ class SampleGrams:
         self.generator, self.terms, self.space = generator, terms, space
         self.options = dict(mode=mode, chunk=chunk, precision=precision, activate_topk=activate_topk,
                             suppress_rank=suppress_rank, oversample=oversample)
-        self.precision_check: dict[str, float] = {}  # filled at the first sample when precision != fp32
         self.cache = None
         if cache_dir is not None:
             what = {"space": space, "terms": [(t.name, t.criterion, t.part) for t in terms.terms],
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
                     "oversample": oversample if activate_topk or suppress_rank else None}
             weights = state_hash(generator, *terms.criteria.values())
-            self.cache = GramCache(cache_dir, key_of(weights, what), {"weights_sha256": weights, **what})
+            self.cache = GramCache(cache_dir, key_of(weights, what), {"weights_sha256": weights, **what},
+                                   names=[t.name for t in terms.terms], dim=generator.space_dim(space))
 
     def __call__(self, z: Tensor, u: Tensor) -> dict[str, Tensor]:
         """Grams at the latent point u [D] of the sample z [z_dim] (z keys the cache)."""
@@ -130,20 +130,18 @@ class SampleGrams:
         if cached is not None:
             return {name: g.to(u.device) for name, g in cached.items()}
         grams = sample_grams(self.generator, self.terms, u, self.space, **self.options)
-        if self.options["precision"] != "fp32" and not self.precision_check:
-            self.precision_check = self.check_precision(u)
         if self.cache is not None:
             self.cache.save(z, grams)
         return grams
 
 
-    def check_precision(self, u: Tensor) -> dict[str, float]:
-        """The measured cost of a reduced precision at u: for each suppress term, the largest principal
-        angle (degrees) between its significant eigenspaces at the run's precision and in fp32."""
-        mode, chunk, precision = self.options["mode"], self.options["chunk"], self.options["precision"]
-        return {f"engine/precision_angle_deg/{t.name}":
-                precision_error(term_fn(self.generator, self.terms, u, self.space, t.name), u, precision, t.ratio,
-                                mode, chunk)["angle_deg"] for t in self.terms.suppress}
+def precision_angles(generator: Generator, terms: Terms, u: Tensor, space: str, mode: str = "auto",
+                     chunk: int | None = None, precision: str = "fp32", **_: object) -> dict[str, float]:
+    """The measured cost of a reduced precision at u (options: conf ``engine:``): for each suppress term,
+    the largest principal angle (degrees) between its significant eigenspaces at ``precision`` and in fp32."""
+    return {f"engine/precision_angle_deg/{t.name}":
+            precision_error(term_fn(generator, terms, u, space, t.name), u, precision, t.ratio, mode, chunk)["angle_deg"]
+            for t in terms.suppress}
 
 
 def directional_changes(generator: Generator, terms: Terms, u: Tensor, space: str, directions: Tensor) -> dict[str, Tensor]:

@@ -1,10 +1,17 @@
-"""Principal angles between subspaces (peers.md: largest angle in degrees, with both dimensions)."""
+"""Linear algebra shared by the solvers, the engine and the metrics: eigenspaces and principal angles.
+
+It sits below all of them (it imports only torch), so that a solver, an engine diagnostic and a metric can
+use the same definition without importing each other."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ice_exp.solvers.ice import significant_eigenspace
+
+def significant_eigenspace(gram: Tensor, ratio: float) -> Tensor:
+    """Eigenvectors [D, k] of a PSD matrix with λ >= ratio * λ_max (float64)."""
+    lam, q = torch.linalg.eigh(gram.double())
+    return q[:, lam >= ratio * lam[-1].clamp_min(0)]
 
 
 def orthonormal(basis: Tensor) -> Tensor:
@@ -20,7 +27,6 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
         return torch.full((1,), 90.0, dtype=torch.float64)
     cos = torch.linalg.svdvals(qa.T @ qb).clamp(-1, 1)
     return torch.rad2deg(torch.arccos(cos)).flip(0)
-
 
 
 def eigenspace_angle(approx: Tensor, exact: Tensor, ratio: float) -> tuple[float, int, int]:

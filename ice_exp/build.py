@@ -1,0 +1,127 @@
+"""Building a run from its composed config: everything is constructed and validated here, before any
+Jacobian, so that a wrong value costs seconds, not an accumulation. Shared by the apps (discover, compare,
+explain)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torch import Tensor
+
+from ice_exp.analyzers import Analyzers
+from ice_exp.config import CONF_DIR, check_config
+from ice_exp.counterfactual.classifiers import Classifier
+from ice_exp.engine.grams import SampleGrams
+from ice_exp.generators.base import Generator, check_space
+from ice_exp.latents import latent_pool
+from ice_exp.outputs import config_hash
+from ice_exp.solvers.base import Solver
+from ice_exp.terms import Terms, build_terms
+from ice_exp.tracking import make_logger
+
+
+def _optional(node: Any) -> Any:
+    return instantiate(node) if node else None
+
+
+def build_analyzers(cfg: DictConfig) -> Analyzers:
+    """The parser, landmark and identity models of ``conf/analyzer`` (each may be absent)."""
+    return Analyzers(parser=_optional(cfg.get("parser")), landmarker=_optional(cfg.get("landmarker")),
+                     identity=_optional(cfg.get("identity")))
+
+
+def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
+    """The factor group to score against: criteria.truth, else the toyface group of criteria.name."""
+    if not hasattr(generator, "true_subspace"):
+        return None
+    if cfg.criteria.get("truth"):
+        return list(cfg.criteria.truth)
+    from ice_exp.generators.toyface.tasks import TRUE_GROUPS
+
+    return list(TRUE_GROUPS.get(cfg.criteria.name, ())) or None
+
+
+def compose_solver(name: str, overrides: list[str]) -> DictConfig:
+    """conf/solver/<name>.yaml composed by Hydra with those ``solver.<key>=...`` overrides whose key this
+    solver has (``solver.rho=1e-3`` applies to every solver with a rho), as a discovery run composes it."""
+    def composed(extra: list[str]) -> DictConfig:
+        if GlobalHydra.instance().is_initialized():
+            return compose("config", overrides=[f"solver={name}", *extra]).solver
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("config", overrides=[f"solver={name}", *extra]).solver
+
+    keys = set(composed([]))
+    return composed([o for o in overrides if o.startswith("solver.") and o.split("=")[0].split(".")[1] in keys])
+
+
+def is_rank_zero() -> bool:
+    """This process is rank 0 (always, without DDP); ranks come from the launcher's environment."""
+    return rank_zero_only.rank == 0
+
+
+@dataclass
+class Task:
+    """What a discovery run and a comparison share: the models, the terms and the samples, validated."""
+
+    space: str
+    generator: Generator
+    analyzers: Analyzers
+    terms: Terms
+    grams: SampleGrams  # per-sample JᵀJ with the engine options and Gram cache
+    z_train: Tensor  # [N, z_dim] the samples whose JᵀJ are accumulated
+    z_eval: Tensor  # [M, z_dim] held-out samples (M may be 0)
+    truth: list[str] | None  # the true factor group (toyface)
+
+
+def build_task(cfg: DictConfig) -> Task:
+    """Check the config's ranges, then build generator, analyzers, terms, engine and samples."""
+    check_config(cfg)
+    space = check_space(cfg.space)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    analyzers = build_analyzers(cfg.analyzer)
+    generator = instantiate(cfg.generator)
+    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers)
+    grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
+    z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
+    z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
+    return Task(space, generator, analyzers, terms, grams, z_train, z_eval, truth_factors(cfg, generator))
+
+
+@dataclass
+class Discovery(Task):
+    """A built discovery run: the task plus its solver, classifier, logger and records."""
+
+    cfg: DictConfig
+    solver: Solver
+    classifier: Classifier | None  # the explained classifier (rank 0, counterfactual stage enabled)
+    logger: Logger | None  # rank 0 only
+    meta: dict[str, Any]  # what subspace.safetensors records
+    weights_sha256: dict[str, str]
+
+
+def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
+    """The task, then the solver, the classifier and the logger; raises before any Jacobian on every wrong
+    value (the toyface classifier is trained here on first use)."""
+    task = build_task(cfg)
+    solver = instantiate(cfg.solver)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    meta = {"space": task.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
+            "generator": cfg.generator._target_, "config_hash": config_hash(resolved)}
+    checksums = task.generator.weight_checksums()
+    for model in task.analyzers.modules():
+        checksums.update(getattr(model, "weight_checksums", dict)())
+    rank_zero, explaining = is_rank_zero(), bool(cfg.get("counterfactual") and cfg.counterfactual.enabled)
+    classifier = instantiate(cfg.classifier, _convert_="all") if rank_zero and explaining else None
+    tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{task.space}", f"criteria:{cfg.criteria.name}",
+            f"solver:{cfg.solver._target_.split('.')[-1]}"]
+    logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, tags, resolved) if rank_zero else None
+    return Discovery(**vars(task), cfg=cfg, solver=solver, classifier=classifier, logger=logger, meta=meta,
+                     weights_sha256=checksums)

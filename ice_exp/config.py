@@ -1,0 +1,139 @@
+"""The config: where it lives (``CONF_DIR``) and the range checks of a composed config, before anything heavy
+is imported or computed.
+
+Every check names the key and what is allowed, and all failures are reported together. The apps call
+:func:`check_config` first thing (a wrong value is reported in about a second, before torch and Lightning
+are imported), and the build step calls it again, so that library callers of ``run()`` get the same errors.
+Checks that need the models (criterion regions and groups, spaces, engine modes) stay with the code that
+knows the allowed values; they also run before any Jacobian. docs/config_errors.md lists every case."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (run from a checkout)
+NULL_SPACES = ("intersection", "sequential")
+SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose results would stay in the workers
+
+
+class ConfigError(ValueError):
+    """One or more config values are out of range; the message names every key and its allowed values."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def integer(low: int | None = None, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low):
+            return None
+        return f"an integer{'' if low is None else f' >= {low}'}{' or null' if optional else ''}"
+    return check
+
+
+def real(low: float | None = None, high: float | None = None, open_low: bool = False, open_high: bool = True,
+         optional: bool = False) -> Callable[[Any], str | None]:
+    """A finite number in the interval (brackets as given); NaN and inf are always refused."""
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        x = _number(value)
+        ok = x is not None and math.isfinite(x)
+        ok = ok and (low is None or (x > low if open_low else x >= low)) and (high is None or (x < high if open_high else x <= high))
+        if ok:
+            return None
+        interval = f" in {'(' if open_low else '['}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{')' if open_high else ']'}"
+        return f"a finite number{interval if low is not None or high is not None else ''}{' or null' if optional else ''}"
+    return check
+
+
+def one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"one of {', '.join(allowed)}"
+    return check
+
+
+# key -> check, for keys of the solver configs (conf/solver/*.yaml); a solver without the key skips it
+SOLVER_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "rho": real(0, 1), "null_ratio": real(0, 1, optional=True), "intersection_tol": real(0, open_low=True),
+    "null_space": one_of(*NULL_SPACES), "max_directions": integer(1, optional=True), "tau": real(0),
+    "lam": real(0, open_low=True), "num_relax": integer(0), "min_removed": integer(0), "num_samples": integer(1),
+    "batch": integer(1), "order": one_of("foreground", "gain"), "torgb": one_of("last", "all", "none"),
+}
+RUN_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "seed": integer(), "samples.seed": integer(), "samples.eval_seed": integer(), "samples.pool": integer(1),
+    "samples.eval_num": integer(0), "viz.magnitude": real(0, open_low=True), "viz.directions": integer(1),
+}
+COUNTERFACTUAL_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "iterations": integer(0), "lr": real(0, open_low=True), "momentum": real(0, 1), "weight_decay": real(0),
+    "stop_probability": real(0, 1, open_low=True, open_high=False, optional=True), "norm_bound": real(0, open_low=True, optional=True),
+    "num_samples": integer(1), "sample_seed": integer(), "batch_size": integer(1, optional=True), "grid_samples": integer(0),
+    "tile": integer(1),
+}
+
+
+def _problems(cfg: DictConfig) -> Iterator[str]:
+    def checked(node: Any, keys: dict[str, Callable[[Any], str | None]], prefix: str) -> Iterator[str]:
+        for key, check in keys.items():
+            value = OmegaConf.select(node, key, default="<absent>", throw_on_missing=False) if node is not None else "<absent>"
+            if value != "<absent>" and (need := check(value)) is not None:
+                yield f"{prefix}{key}: must be {need}, got {value!r}"
+
+    yield from checked(cfg, RUN_KEYS, "")
+    indices, pool = cfg.get("samples", {}).get("indices"), cfg.get("samples", {}).get("pool")
+    if indices is not None and isinstance(pool, int) and pool >= 1:
+        if not indices or not all(isinstance(i, int) and 0 <= i < pool for i in indices):
+            yield f"samples.indices: need indices within [0, {pool}) of the pool (samples.pool), got {list(indices)}"
+    if cfg.get("solver") is not None:
+        nullable = {"rho": real(0, 1, optional=True)} if str(cfg.solver.get("_target_")).endswith("LowRankGAN") else {}
+        yield from checked(cfg.solver, {**SOLVER_KEYS, **nullable}, "solver.")  # LowRankGAN: null = numerical rank
+    yield from _criteria_problems(cfg.get("criteria"))
+    strategy = cfg.get("trainer", {}).get("strategy")
+    if strategy in SPAWNING:
+        yield (f"trainer.strategy: {strategy} is not supported: its workers would keep the accumulated Grams; "
+               f"allowed values: ddp (one process per device, results on rank 0), auto")
+    cf = cfg.get("counterfactual")
+    if cf is not None and cf.get("enabled", True):
+        yield from checked(cf, COUNTERFACTUAL_KEYS, "counterfactual.")
+        yield from _classifier_problems(cfg.get("classifier"))
+
+
+def _criteria_problems(criteria: Any) -> Iterator[str]:
+    """Sizes of the criteria's resized masks and crops (the regions and parts are checked with the models)."""
+    if criteria is None:
+        return
+    terms = {"activate": criteria.get("activate")}
+    terms.update({f"suppress.{name}": term for name, term in (criteria.get("suppress") or {}).items()})
+    for name, term in terms.items():
+        criterion = (term or {}).get("criterion") or {}
+        if "size" in criterion and (need := integer(1, optional=True)(criterion["size"])) is not None:
+            yield f"criteria.{name}.criterion.size: must be {need}, got {criterion['size']!r}"
+
+
+def _classifier_problems(classifier: Any) -> Iterator[str]:
+    """The CelebA classifier's weight file and attribute (toyface_attr trains its own on first use)."""
+    if classifier is None or not str(classifier.get("_target_", "")).endswith("celeba_attr_resnet50"):
+        return
+    if classifier.get("attribute") not in CELEBA_ATTRIBUTES:
+        yield f"classifier.attribute: unknown {classifier.get('attribute')!r}; allowed values: {', '.join(CELEBA_ATTRIBUTES)}"
+    path = Path(str(classifier.get("path")))
+    weights = path / "model_best.pth.tar" if path.is_dir() else path
+    if not weights.is_file():
+        yield (f"classifier.path: no weight file at {weights} (give model_best.pth.tar or the folder holding it; "
+               f"train one with ice-train-celeba data_dir=<CelebA folder>)")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every out-of-range value of the composed config."""
+    problems = list(_problems(cfg))
+    if problems:
+        raise ConfigError("config error" + ("s" if len(problems) > 1 else "") + ":\n  " + "\n  ".join(problems))

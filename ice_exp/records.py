@@ -1,0 +1,59 @@
+"""A run's JSON records (metrics.json, run_info.json, failure.json) and its status in them: ``running``,
+``completed``, or ``failed:<stage>`` with the error, so that a run that died after writing part of its
+results is never mistaken for a finished one (``ice-report`` counts every status but completed as failed).
+Light on purpose (no torch): the apps write failure records before anything heavy is imported."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ice_exp.stop import Stopped
+
+COMPLETED = "completed"
+
+
+def failed_status(stage: str, error: BaseException) -> str:
+    """``failed:<stage>``, with the signal for a stopped run: ``failed:accumulate (SIGTERM)``."""
+    return f"failed:{stage}" + (f" ({error.signal})" if isinstance(error, Stopped) else "")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Written atomically (a reader never sees half a file, a kill never leaves one)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    partial.replace(path)
+
+
+def update_json(path: Path, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the JSON object at ``path`` (created when missing)."""
+    write_json(path, {**(json.loads(path.read_text()) if path.is_file() else {}), **values})
+
+
+class RunStatus:
+    """Records each stage's failure in ``out_dir`` (None: records nothing, e.g. DDP ranks above 0)."""
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+
+    def set(self, status: str) -> None:
+        """The status in run_info.json (the final metrics.json carries its own)."""
+        if self.out_dir is not None:
+            update_json(self.out_dir / "run_info.json", {"status": status})
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run one stage; its exception is recorded as ``failed:<name>`` with the error in run_info.json, and
+        in metrics.json once the run has written one (its results stay, marked), then re-raised."""
+        try:
+            yield
+        except BaseException as error:
+            if self.out_dir is not None:
+                values = {"status": failed_status(name, error), "error": f"{type(error).__name__}: {error}"}
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                update_json(self.out_dir / "run_info.json", values)
+                if (self.out_dir / "metrics.json").is_file():
+                    update_json(self.out_dir / "metrics.json", values)
+            raise

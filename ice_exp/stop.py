@@ -1,0 +1,53 @@
+"""A polite stop on SIGTERM (what SLURM sends before it kills a job).
+
+During the accumulation the handler only sets a flag, checked between samples, so a run ends within one
+sample with its Gram cache consistent; anywhere else it raises :class:`Stopped` at once, as Ctrl-C raises
+KeyboardInterrupt. Either way the run records ``failed:<stage> (SIGTERM)`` and exits non-zero."""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_received: list[str] = []
+_deferred: list[bool] = []  # non-empty inside between_samples()
+
+
+class Stopped(Exception):
+    """A stop signal ended the run; the run records it as its failed stage and exits non-zero."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"{signal_name} received: run stopped (finished samples stay in the Gram cache)")
+        self.signal = signal_name
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _received.append(signal.Signals(signum).name)
+    if not _deferred:
+        raise Stopped(_received[0])
+
+
+def install() -> None:
+    """Catch SIGTERM in this process (at the start of an app). Python takes signal handlers in the main
+    thread only: a job run in a launcher's worker thread keeps the default (SIGTERM kills it)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
+@contextmanager
+def between_samples() -> Iterator[None]:
+    """Inside, a stop signal is only noted, for :func:`check` to raise between two samples. (A signal
+    before it has already raised, so it starts with no signal noted.)"""
+    _received.clear()
+    _deferred.append(True)
+    try:
+        yield
+    finally:
+        _deferred.pop()
+
+
+def check() -> None:
+    """Raise :class:`Stopped` if a stop signal arrived since :func:`between_samples` began."""
+    if _received:
+        raise Stopped(_received[0])

@@ -1,0 +1,177 @@
+"""One run as a story: config errors before compute (and before torch is imported), the run's status in its
+records, results kept when a later stage fails, unique run folders, a polite stop on SIGTERM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from ice_exp import evaluation, stop
+from ice_exp.config import CONF_DIR
+from ice_exp.criteria.base import EmptyMask
+from ice_exp.discovery import run
+from ice_exp.engine import grams
+from ice_exp.engine.cache import tensors_sha256
+from ice_exp.records import failed_status
+from tests.conftest import make_config
+
+REPO = Path(CONF_DIR).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+TINY = ["generator.resolution=32", "samples.indices=[0]"]
+CELEBA = ["counterfactual.enabled=true", "classifier=celeba_attr_resnet50"]
+
+# (overrides, the key the message names, the allowed values it states); docs/config_errors.md lists them
+BAD_INPUTS = [
+    (["solver.rho=-1"], "solver.rho", "[0, 1)"),
+    (["solver.rho=nan"], "solver.rho", "finite number in [0, 1)"),
+    (["solver.null_space=exact"], "solver.null_space", "intersection, sequential"),
+    (["solver.intersection_tol=0"], "solver.intersection_tol", "(0, inf)"),
+    (["viz.magnitude=nan"], "viz.magnitude", "finite number in (0, inf)"),
+    (["seed=abc"], "seed", "an integer"),
+    (["criteria.suppress.outside_mouth.criterion.size=0"], "criteria.suppress.outside_mouth.criterion.size", ">= 1"),
+    (["samples.eval_num=-1"], "samples.eval_num", ">= 0"),
+    (["samples.pool=0"], "samples.pool", ">= 1"),
+    (["samples.indices=[0,40]"], "samples.indices", "[0, 32)"),
+    (["counterfactual.enabled=true", "counterfactual.iterations=-1"], "counterfactual.iterations", ">= 0"),
+    ([*CELEBA, "classifier.path=/nonexistent/model_best.pth.tar"], "classifier.path", "model_best.pth.tar or the folder"),
+    ([*CELEBA, "classifier.attribute=Handsome"], "classifier.attribute", "Attractive"),
+    (["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"], "trainer.strategy", "ddp"),
+]
+IDS = [" ".join(case[0]) for case in BAD_INPUTS]
+
+
+@pytest.mark.parametrize("overrides, key, allowed", BAD_INPUTS, ids=IDS)
+def test_a_bad_value_fails_before_any_jacobian_naming_key_and_allowed_values(overrides, key, allowed, monkeypatch, tmp_path):
+    def no_compute(*args, **kwargs):
+        raise AssertionError("a Jacobian was computed before the config was checked")
+
+    monkeypatch.setattr(grams, "sample_grams", no_compute)
+    with pytest.raises(ValueError) as err:
+        run(make_config(*TINY, *overrides), tmp_path)
+    assert f"{key}:" in str(err.value) and allowed in str(err.value), str(err.value)
+    if key == "samples.pool":
+        assert "samples.indices" not in str(err.value)  # the pool is named, not the indices it makes invalid
+
+
+@pytest.mark.parametrize("overrides, key, allowed", BAD_INPUTS, ids=IDS)
+def test_the_app_reports_a_bad_value_within_five_seconds(overrides, key, allowed, tmp_path):
+    """``ice-exp <bad value>`` exits non-zero naming the key, before importing torch (about 0.5 s here)."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ice_exp", *overrides, f"hydra.run.dir={tmp_path}"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode != 0 and f"{key}:" in proc.stderr and allowed in proc.stderr, proc.stderr[-2000:]
+    assert elapsed < 5, f"{elapsed:.1f} s"
+
+
+def test_a_run_records_its_status_completed(tmp_path):
+    metrics = run(make_config(*TINY), tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == saved["status"] == "completed"
+    assert json.loads((tmp_path / "run_info.json").read_text())["status"] == "completed"
+
+
+def test_a_failing_stage_is_recorded_and_raised(tmp_path):
+    """The hat region is never drawn: the accumulation fails; run_info.json says where and why."""
+    with pytest.raises(EmptyMask, match="mask is empty"):
+        run(make_config("criteria.suppress.outside_mouth.criterion.regions=[hat]", *TINY), tmp_path)
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["status"] == "failed:accumulate" and "EmptyMask: " in info["error"] and "mask is empty" in info["error"]
+    assert not (tmp_path / "metrics.json").exists()  # no results: nothing claims to be one
+
+
+def test_a_late_failure_keeps_the_discovery_results(tmp_path, monkeypatch):
+    """The explanation fails after the subspace and the first metrics.json are written: they stay, marked failed."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr("ice_exp.discovery.explain", broken)
+    cfg = make_config(*TINY, "counterfactual.enabled=true", "classifier.resolution=32", "classifier.train.samples=128",
+                      "classifier.train.held_out=32", "classifier.train.epochs=1", f"classifier.cache_dir={tmp_path / 'cls'}")
+    with pytest.raises(RuntimeError, match="classifier exploded"):
+        run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["status"] == "failed:explain" and saved["error"] == "RuntimeError: classifier exploded"
+    assert "gt/principal_angle_max_deg" in saved and (tmp_path / "run" / "subspace.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "run_info.json").read_text())["status"] == "failed:explain"
+
+
+def test_an_empty_mask_on_one_held_out_sample_skips_that_sample(tmp_path, monkeypatch):
+    real, calls = evaluation.directional_changes, []
+
+    def empty_on_the_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise EmptyMask("masked_pixels regions=['mouth']: mask is empty on batch item(s) [0]")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "directional_changes", empty_on_the_first)
+    metrics = run(make_config(*TINY, "samples.eval_num=3"), tmp_path)
+    assert metrics["eval/skipped_samples"] == 1 and len(calls) == 3
+    assert metrics["eval/gain"] > 1 and metrics["status"] == "completed"
+
+
+def test_a_run_refuses_a_folder_holding_another_runs_results(tmp_path):
+    run(make_config(*TINY, "samples.eval_num=0"), tmp_path)
+    with pytest.raises(FileExistsError, match=f"run folder {tmp_path} already holds a run's results"):
+        run(make_config(*TINY, "samples.eval_num=0"), tmp_path)
+    assert json.loads((tmp_path / "run_info.json").read_text())["status"] == "completed"  # the first run's record
+
+
+def test_two_runs_started_together_get_two_folders(tmp_path):
+    """The default run folder has microseconds: two runs started in the same second do not share it."""
+    procs = [subprocess.Popen([sys.executable, "-m", "ice_exp", "seed=abc"], cwd=tmp_path, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert all(p.wait(timeout=60) != 0 for p in procs)  # seed=abc: each stops at the config check, in its own folder
+    folders = sorted((tmp_path / "outputs" / "mouth_shape").iterdir())
+    assert len(folders) == 2 and all((f / ".hydra" / "overrides.yaml").is_file() for f in folders), folders
+
+
+def test_sigterm_stops_the_accumulation_between_samples(tmp_path):
+    """SIGTERM (SLURM's warning before a kill) ends the run within seconds, the status says where, and every
+    finished sample is a valid Gram cache file."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ice_exp", "logger=none", "counterfactual.enabled=false",
+                             "generator.resolution=32", "samples.pool=64", f"samples.indices=[{','.join(map(str, range(64)))}]",
+                             "samples.eval_num=0", f"engine.cache_dir={cache}", f"hydra.run.dir={out}",
+                             "trainer.enable_progress_bar=false"], cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(cache.rglob("*.safetensors")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    started = time.perf_counter()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.perf_counter() - started < 10 and proc.returncode != 0
+    assert "SIGTERM received: run stopped" in stderr
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["status"] == "failed:accumulate (SIGTERM)" and "Stopped" in info["error"]
+    files = list(cache.rglob("*.safetensors"))
+    assert 0 < len(files) < 64 and not [p for p in cache.rglob("*") if p.name.endswith(".tmp")]
+    for path in files:  # each finished sample whole: its tensors match the checksum it was written with
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata()["sha256"] == tensors_sha256({name: f.get_tensor(name) for name in f.keys()})
+
+
+def test_sigterm_raises_at_once_outside_the_accumulation_and_between_samples_inside():
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        stop.install()
+        with stop.between_samples():
+            os.kill(os.getpid(), signal.SIGTERM)  # noted only: a cache file being written is finished first
+            with pytest.raises(stop.Stopped, match="SIGTERM received"):
+                stop.check()
+        with pytest.raises(stop.Stopped) as err:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs at the next bytecode
+        assert failed_status("evaluate", err.value) == "failed:evaluate (SIGTERM)"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
