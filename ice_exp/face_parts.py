@@ -5,7 +5,7 @@ so ``regions: [hair]`` means the same on every parser.
 """
 from __future__ import annotations
 
-# CelebAMask-HQ / BiSeNet class order (method.md §2).
+# CelebAMask-HQ / BiSeNet class order (docs/method.md §2).
 REGIONS: tuple[str, ...] = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
@@ -22,7 +22,7 @@ REGION_GROUPS: dict[str, tuple[str, ...]] = {
     "head": REGIONS[1:],  # labels 1-18
 }
 
-# iBUG 68-point groups (0-based, method.md §2).
+# iBUG 68-point groups (0-based, docs/method.md §2).
 LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
     "jaw": tuple(range(0, 17)),
     "brows": tuple(range(17, 27)),

@@ -1,4 +1,4 @@
-"""Counterfactual explanation (method.md §6) on CPU: the toyface truth, the search's invariants, the CelebA
+"""Counterfactual explanation (docs/method.md) on CPU: the toyface truth, the search's invariants, the CelebA
 classifier's checkpoint contract and its training recipe. Everything runs at small sizes; the toyface
 classifier is trained once per session (48 px, about 25 s) into a temporary cache."""
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 Installs and downloads nothing: every network has seeded random weights (timing does not depend on the
 weights; the spectra do, so the randomised engine's pass count on trained weights will differ). Setup at
-the seed's sizes (method.md §5): StyleGAN2 1024 config-f, space S (D = 9,088), FAN-4 at 256 px (random
+the seed's sizes (docs/method.md): StyleGAN2 1024 config-f, space S (D = 9,088), FAN-4 at 256 px (random
 weights), face_boundary = activate jaw landmarks 0–16 (34 rows), suppress the other 51 landmarks (102
 rows, ratio 1e-2) and the landmark texture of labels 1–18 eroded 0.05 at 64 px with 2,073 points (6,219
 rows, ratio 3e-3): 6,355 rows. The parser is only used without gradients (the texture mask), so a fixed

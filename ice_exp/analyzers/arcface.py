@@ -1,4 +1,4 @@
-"""ArcFace identity embedding (method.md §2): insightface arcface_torch's IResNet, rewritten compactly.
+"""ArcFace identity embedding (docs/method.md §2): insightface arcface_torch's IResNet, rewritten compactly.
 
 The module and parameter names follow arcface_torch's ``backbones/iresnet.py`` exactly (conv1, bn1, prelu,
 layer1..4 of IBasicBlock(bn1, conv1, bn2, prelu, conv2, bn3, downsample), bn2, dropout, fc, features),

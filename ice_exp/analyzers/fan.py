@@ -1,4 +1,4 @@
-"""FAN 68-point landmarks, differentiable end to end (method.md §2).
+"""FAN 68-point landmarks, differentiable end to end (docs/method.md §2).
 
 face-alignment's ``FaceAlignment`` runs a face detector, crops, takes a hard argmax of the heatmaps and
 may ``torch.compile`` the network; none of that is differentiable or needed on aligned faces. Here the

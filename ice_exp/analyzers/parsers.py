@@ -1,4 +1,4 @@
-"""Real face parsers: facexlib's BiSeNet and ParseNet behind the :class:`Parser` interface (method.md §2).
+"""Real face parsers: facexlib's BiSeNet and ParseNet behind the :class:`Parser` interface (docs/method.md §2).
 
 Both networks are facexlib's own classes (so the published state dicts load with their exact key names);
 this module only adds the pre-processing each was trained with and the mapping from its label order to

@@ -3,7 +3,7 @@
 :class:`Classifier` wraps any ``nn.Module`` with the differentiable input transform it was trained with,
 so that the search can feed it generator frames (images in ~[0, 1], square) and read the logits of every
 head ``[B, H, C]``. Heads are named: the explained one is picked by name (``target``), the others are
-what MNAC counts. :class:`CelebAAttrResNet50` is the seed's attribute classifier (method.md §6), built
+what MNAC counts. :class:`CelebAAttrResNet50` is the seed's attribute classifier (docs/method.md §5), built
 with d-li14/face-attribute-prediction's module names so that its ``model_best.pth.tar`` loads 1:1.
 """
 from __future__ import annotations
@@ -128,7 +128,7 @@ class FcBlock(nn.Module):
 
 
 class CelebAAttrResNet50(ResNet):
-    """The seed's attribute classifier (method.md §6): torchvision's ResNet-50 trunk without ``fc``, a
+    """The seed's attribute classifier (docs/method.md §5): torchvision's ResNet-50 trunk without ``fc``, a
     shared ``stem`` fc block 2048 -> 512, and per attribute a head ``classifierNN`` = fc block 512 -> 256
     -> Linear(256, 2). Returns logits [B, 40, 2] (class 1 = attribute present). Parameter names equal
     d-li14/face-attribute-prediction's ``models/resnet.py``, so its checkpoints load without renaming."""

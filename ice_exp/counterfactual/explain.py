@@ -1,4 +1,4 @@
-"""Explain a classifier inside discovered subspaces (method.md §6).
+"""Explain a classifier inside discovered subspaces (docs/method.md §5).
 
 :func:`explain` runs the counterfactual search in every subspace on the same samples, measures each
 counterfactual, and writes the ranked table (``table.md``, ``table.csv``), the per-sample measures

@@ -1,4 +1,4 @@
-"""The counterfactual search inside one subspace (method.md §6): u' = u + B λ, λ ∈ R^K from 0.
+"""The counterfactual search inside one subspace (docs/method.md §5): u' = u + B λ, λ ∈ R^K from 0.
 
 Default = the seed's search: SGD (lr 1, momentum 0.9, weight decay 1e-3) on the logit margin
 ``logit_source − logit_target`` of the explained head, a fixed number of iterations, no bound and no stop.

@@ -1,4 +1,4 @@
-"""High frequency: change fine detail, keep the low-pass image, or the reverse (method.md §3)."""
+"""High frequency: change fine detail, keep the low-pass image, or the reverse (docs/method.md §2)."""
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Identity embedding: keep who the person is (method.md §3; suppress only)."""
+"""Identity embedding: keep who the person is (docs/method.md §2; suppress only)."""
 from __future__ import annotations
 
 from torch import Tensor, nn

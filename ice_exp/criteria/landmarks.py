@@ -1,4 +1,4 @@
-"""Landmark group: move these landmarks, keep the others (method.md §3)."""
+"""Landmark group: move these landmarks, keep the others (docs/method.md §2)."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,4 @@
-"""Masked pixels: "change the pixels here, not there" (method.md §3)."""
+"""Masked pixels: "change the pixels here, not there" (docs/method.md §2)."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,4 @@
-"""Region colour: change a region's mean colour, not its internal pattern (method.md §3)."""
+"""Region colour: change a region's mean colour, not its internal pattern (docs/method.md §2)."""
 from __future__ import annotations
 
 from torch import Tensor

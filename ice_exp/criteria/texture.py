@@ -1,4 +1,4 @@
-"""Landmark-attached texture: forbid colour / texture change, allow shape change (method.md §3).
+"""Landmark-attached texture: forbid colour / texture change, allow shape change (docs/method.md §2).
 
 On the base frame, the pixels of a region are tied to a Delaunay triangulation of the 68 landmarks plus
 the 4 image corners (barycentric coordinates in their triangle). Inside every Jacobian pass the same

@@ -19,7 +19,7 @@ class SuppressTerm:
 
 @dataclass
 class Problem:
-    """The Gram matrices of one run (method.md §4) plus what generator-based peers need (SeFa and GANSpace
+    """The Gram matrices of one run (docs/method.md §4) plus what generator-based peers need (SeFa and GANSpace
     read the generator's weights or samples and ignore the Grams; Gram-based solvers ignore these)."""
 
     activate: Tensor  # [D, D] float64

@@ -1,4 +1,4 @@
-"""ICE's solvers (method.md §4): early projection (the paper's method) and late projection (done right)."""
+"""ICE's solvers (docs/method.md §4): early projection (the paper's method) and late projection (done right)."""
 from __future__ import annotations
 
 import torch
@@ -51,7 +51,7 @@ def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | No
 
 
 def null_basis(problem: Problem, null_space: str = "intersection", tol: float = 1e-6) -> Tensor:
-    """The basis B the directions must live in: method.md's exact intersection, or the sequential one."""
+    """The basis B the directions must live in: docs/method.md's exact intersection, or the sequential one."""
     if null_space not in NULL_SPACES:
         raise ValueError(f"solver.null_space: unknown {null_space!r}; allowed values: {', '.join(NULL_SPACES)}")
     return null_intersection(problem, tol) if null_space == "intersection" else sequential_null_basis(problem)
@@ -60,7 +60,7 @@ def null_basis(problem: Problem, null_space: str = "intersection", tol: float = 
 class EarlyProjection(Solver):
     """Maximise vᵀM_act v subject to v ⟂ the significant eigenspace of every suppress term: eigendecompose
     BᵀM_act B in the null-space basis B and keep σ > rho * σ_max. Needs the Gram matrices only.
-    ``null_space``: "intersection" (method.md §4, the default) or "sequential" (see sequential_null_basis)."""
+    ``null_space``: "intersection" (docs/method.md §4, the default) or "sequential" (see sequential_null_basis)."""
 
     def __init__(self, rho: float = 1e-2, max_directions: int | None = None, null_space: str = "intersection",
                  intersection_tol: float = 1e-6) -> None:

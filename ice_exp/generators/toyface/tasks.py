@@ -1,4 +1,4 @@
-"""The toyface counterparts of the seed's seven subspaces (method.md §5) and their true factor groups.
+"""The toyface counterparts of the seed's seven subspaces (docs/worlds.md) and their true factor groups.
 
 A task's truth is what its factors measurably do to the drawn face, under the task's own rule
 (``RULES``): "the change stays inside this (3-px dilated) region", "it moves this landmark group",
