@@ -9,6 +9,11 @@ from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 
 
+def fitted_colour(x: Tensor, mask: Tensor) -> Tensor:
+    """The least-squares colour c [B, C] of x ≈ c·mask: Σ x·m / Σ m² (the plain mean for a hard mask)."""
+    return (x * mask).sum((2, 3)) / mask.square().sum((2, 3))
+
+
 class RegionColour(Criterion):
     """Parts ``mean`` = the region's colour [B, 3] and ``residual`` = x - mean*mask, resized to ``size``.
 
@@ -33,6 +38,6 @@ class RegionColour(Criterion):
 
     def forward(self, frame: Frame, state: State) -> dict[str, Tensor]:
         x, mask = frame.image, state["mask"]
-        mean = (x * mask).sum((2, 3)) / mask.square().sum((2, 3))
+        mean = fitted_colour(x, mask)
         residual = x - mean[:, :, None, None] * mask
         return {"mean": mean, "residual": resize(residual, self.size).flatten(1)}

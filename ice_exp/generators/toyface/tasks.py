@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.criteria.base import morph
+from ice_exp.criteria.region_colour import fitted_colour
 from ice_exp.face_parts import LANDMARK_GROUPS, NUM_LANDMARKS
 from ice_exp.generators.toyface.factors import FACTORS
 from ice_exp.generators.toyface.oracles import OracleLandmarker, OracleParser
@@ -73,8 +74,7 @@ STILL_PX = 1e-3  # landmark motion (px per unit factor change) below which a lan
 
 def _colour_shift_residual(change: Tensor, mask: Tensor) -> Tensor:
     """Squared residual of a pixel change [B, 3, R, R] after its least-squares fit c·mask, per sample."""
-    c = (change * mask).sum((2, 3), keepdim=True) / mask.square().sum((2, 3), keepdim=True)
-    return (change - c * mask).square().sum((1, 2, 3))
+    return (change - fitted_colour(change, mask)[:, :, None, None] * mask).square().sum((1, 2, 3))
 
 
 def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
