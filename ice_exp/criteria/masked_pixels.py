@@ -15,6 +15,7 @@ class MaskedPixels(Criterion):
     after optional morphology, and stays constant inside the Jacobian (as the seed)."""
 
     parts = ("inside", "outside")
+    needs = ("parser",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, parser: Parser, regions: list[str], morphology: str = "none", ks_ratio: float = 0.05,
                  size: int = 64, crop: bool = True) -> None:

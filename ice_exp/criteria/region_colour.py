@@ -25,6 +25,7 @@ class RegionColour(Criterion):
     with the least-squares colour cancels it exactly."""
 
     parts = ("mean", "residual")
+    needs = ("parser",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, parser: Parser, regions: list[str], size: int = 64, soft: bool = False) -> None:
         super().__init__()
