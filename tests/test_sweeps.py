@@ -28,6 +28,7 @@ from ice_exp.apps.report import flatten
 from ice_exp.tables import latex_escape
 from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
+from ice_exp.tracking import artifact_name, close, default_group, make_logger
 from tests.conftest import table_rows
 
 REPO = Path(CONF_DIR).parent
@@ -367,3 +368,29 @@ def test_sigterm_in_a_multirun_records_the_job_and_stops_the_sweep(hydra_job, tm
     with pytest.raises(stop.Stopped):  # not swallowed like a failing job: the process was told to end
         cli_main(hydra_job(RunMode.MULTIRUN))
     assert json.loads((tmp_path / "job" / "failure.json").read_text())["error_type"] == "Stopped"
+
+
+# ---------------------------------------------------------------- W&B: one group per sweep, one artifact per task
+
+def test_wandb_group_is_the_sweep_in_a_multirun_and_the_run_name_otherwise(hydra_job, tmp_path, monkeypatch):
+    assert default_group("mouth_shape") == "mouth_shape"  # no Hydra app (library use)
+    hydra_job(RunMode.RUN)
+    assert default_group("mouth_shape") == "mouth_shape"
+    hydra_job(RunMode.MULTIRUN, f"hydra.sweep.dir={tmp_path / 'toyface-v1'}")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = make_logger({"backend": "wandb", "group": None}, tmp_path, "mouth_shape", [], {})
+    assert logger.experiment.group == "toyface-v1"  # every job of the sweep, whatever its criteria
+    close(logger)
+
+
+def test_subspace_artifact_name_is_one_per_task_and_space_and_valid_for_wandb():
+    import wandb
+
+    meta = {"generator": "ice_exp.generators.toyface.ToyFaceGenerator", "criteria": "mouth_shape", "space": "s",
+            "solver": "ice_exp.solvers.ice.EarlyProjection", "config_hash": "a1"}
+    rerun = {**meta, "solver": "ice_exp.solvers.ice.LateProjection", "config_hash": "b2"}
+    assert artifact_name(meta) == artifact_name(rerun) == "subspace-ToyFaceGenerator-mouth_shape-s"
+    assert artifact_name({**meta, "space": "w"}) != artifact_name(meta)
+    odd = artifact_name({**meta, "criteria": "lips: a/b c"})
+    assert odd == "subspace-ToyFaceGenerator-lips__a_b_c-s"
+    assert wandb.Artifact(odd, type="subspace").name == odd  # W&B refuses ':', '/' and ' ' in names
