@@ -14,12 +14,12 @@ Writes compare.md, compare.csv and compare.json (with per-direction values) to t
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -36,6 +36,7 @@ from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, T
 from ice_exp.records import write_json
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.solvers.ice import EarlyProjection
+from ice_exp.tables import markdown, write_csv
 from ice_exp.terms import Terms
 from ice_exp.tracking import make_logger
 
@@ -155,21 +156,14 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
 def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig) -> None:
     """compare.md, compare.csv, compare.json in ``out_dir``, and a W&B table when a logger is configured."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = [summary(r) for r in rows]
-    columns = list(dict.fromkeys(k for r in table for k in r))
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in table]
-    title = f"# compare: {cfg.criteria.name}, space {cfg.space}, generator {cfg.generator._target_.split('.')[-1]}\n\n"
-    (out_dir / "compare.md").write_text(title + "\n".join(lines) + "\n")
-    with open(out_dir / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
+    table = pd.DataFrame([summary(r) for r in rows])
+    title = f"# compare: {cfg.criteria.name}, space {cfg.space}, generator {cfg.generator._target_.split('.')[-1]}"
+    (out_dir / "compare.md").write_text(f"{title}\n\n{markdown(table)}\n")
+    write_csv(table, out_dir / "compare.csv")
     write_json(out_dir / "compare.json", {"rows": rows})
     logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None, out_dir,
                          f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
                          OmegaConf.to_container(cfg, resolve=True))
     if logger is not None:
-        logger.log_table("compare", columns=columns, data=[[r.get(c) for c in columns] for r in table])
+        logger.log_table("compare", dataframe=table)
         logger.experiment.finish()

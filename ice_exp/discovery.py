@@ -81,7 +81,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             status.set(COMPLETED)  # run_info.json
             log.info("outputs in %s", out_dir)
         if built.logger is not None:
-            log_run(built.logger, out_dir or Path("."), metrics)
+            log_run(built.logger, out_dir or Path("."), metrics, built.meta)
             if rows and out_dir is not None:
                 log_explanation(built.logger, rows, out_dir / "counterfactual")
             close(built.logger)

@@ -1,11 +1,18 @@
-"""The experiment logger: W&B that never blocks a run (online only with an API key), or none."""
+"""The experiment logger: W&B that never blocks a run (online only with an API key), or none.
+
+Runs are grouped by sweep (every job of one ``ice-exp -m`` in one W&B group) and each run's subspace is a
+version of one artifact per generator, task and space, so that reruns of a task accumulate versions.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from pytorch_lightning.loggers import Logger
 
 MODES = ("auto", "online", "offline", "disabled")
@@ -29,12 +36,28 @@ def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: lis
         return None
     from pytorch_lightning.loggers import WandbLogger
 
-    kwargs = dict(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"), group=cfg.get("group") or name,
-                  job_type=cfg.get("job_type", "discovery"), tags=list(cfg.get("tags") or []) + tags,
+    kwargs = dict(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"),
+                  group=cfg.get("group") or default_group(name), job_type=cfg.get("job_type", "discovery"),
+                  tags=list(cfg.get("tags") or []) + tags,
                   name=name, save_dir=str(save_dir), config=config, log_model=False)
     if mode == "online":
         return _online_or_offline(kwargs, float(cfg.get("init_timeout", 10)))
     return WandbLogger(mode=mode, **kwargs)
+
+
+def default_group(name: str) -> str:
+    """The W&B group when ``logger.group`` is null: in a multirun the sweep folder's name
+    (``hydra.sweep.dir``, e.g. ``outputs/multirun/<time>`` -> ``<time>``), else the run name."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return name
+
+
+def artifact_name(meta: dict[str, Any]) -> str:
+    """``subspace-<generator class>-<criteria name>-<space>`` from a subspace's meta, the same for every run of
+    one task, so W&B stacks them as versions; characters W&B refuses (outside [A-Za-z0-9._-]) become '_'."""
+    name = f"subspace-{meta['generator'].rsplit('.', 1)[-1]}-{meta['criteria']}-{meta['space']}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def _online_or_offline(kwargs: dict[str, Any], timeout: float) -> Logger:
@@ -57,8 +80,9 @@ def _online_or_offline(kwargs: dict[str, Any], timeout: float) -> Logger:
     return logger
 
 
-def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any]) -> None:
-    """Scalars as metrics; with W&B also the pictures as images and the subspace as an artifact."""
+def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Scalars as metrics; with W&B also the pictures as images and the subspace as a version of
+    :func:`artifact_name` (``meta``: what subspace.safetensors records, also the artifact's metadata)."""
     logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     if not hasattr(logger, "log_image"):
         return
@@ -66,7 +90,7 @@ def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any]) -> None:
     logger.log_image("images", [str(out_dir / p) for p in pictures], caption=[p[:-4] for p in pictures])
     import wandb
 
-    artifact = wandb.Artifact(f"subspace-{logger.experiment.id}", type="subspace")
+    artifact = wandb.Artifact(artifact_name(meta), type="subspace", metadata=meta)
     for name in ("subspace.safetensors", "metrics.json", "config_resolved.yaml", "run_info.json"):
         if (out_dir / name).is_file():
             artifact.add_file(str(out_dir / name))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -19,6 +20,12 @@ SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2
 def make_config(*overrides: str, small: bool = True) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=(SMALL if small else []) + list(overrides))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every markdown table line (header and body rows; the |---| rules left out)."""
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]] for line in markdown.splitlines()
+            if line.startswith("|") and not set(line) <= set("|:- ")]
 
 
 @pytest.fixture

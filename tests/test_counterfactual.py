@@ -4,12 +4,14 @@ classifier is trained once per session (48 px, about 25 s) into a temporary cach
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from torchmetrics.classification import MultilabelAccuracy
 
 from ice_exp.build import build_analyzers
 from ice_exp.config import CONF_DIR
@@ -20,7 +22,7 @@ from ice_exp.counterfactual.explain import explain, log_explanation
 from ice_exp.counterfactual.measures import mnac
 from ice_exp.counterfactual.search import SearchConfig, counterfactual_search
 from ice_exp.counterfactual.toyface_attr import AttrRule
-from ice_exp.counterfactual.train_celeba import train
+from ice_exp.counterfactual.train_celeba import celeba, loaders, train
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import FACTORS
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS
@@ -237,33 +239,62 @@ def test_bad_celeba_checkpoints_fail_clearly(celeba_model, tmp_path):
 
 
 def tiny_celeba(root) -> None:
-    """Four 218 x 178 images in CelebA's layout: two train, one val, one test."""
-    (root / "img_align_celeba").mkdir()
+    """Six 218 x 178 images in torchvision's CelebA layout (<root>/celeba/): two per split; every list file."""
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
     gen = torch.Generator().manual_seed(0)
-    lines, partition = ["4", " ".join(CELEBA_ATTRIBUTES)], []
-    for i, split in enumerate((0, 0, 1, 2)):
-        name = f"{i + 1:06d}.png"
+    names = [f"{i + 1:06d}.png" for i in range(6)]
+    for name in names:
         pixels = (torch.rand(218, 178, 3, generator=gen) * 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(root / "img_align_celeba" / name)
-        attrs = torch.randint(0, 2, (40,), generator=gen) * 2 - 1
-        lines.append(name + "  " + " ".join(f"{int(a):2d}" for a in attrs))
-        partition.append(f"{name} {split}")
-    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    (root / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+        Image.fromarray(pixels).save(folder / "img_align_celeba" / name)
+    attrs = [" ".join(f"{int(a):2d}" for a in torch.randint(0, 2, (40,), generator=gen) * 2 - 1) for _ in names]
+    counted = lambda header, rows: "\n".join([str(len(names)), header, *rows]) + "\n"  # noqa: E731
+    files = {"list_attr_celeba.txt": counted(" ".join(CELEBA_ATTRIBUTES) + " ", [f"{n}  {a}" for n, a in zip(names, attrs)]),
+             "list_eval_partition.txt": "".join(f"{n} {i // 2}\n" for i, n in enumerate(names)),
+             "identity_CelebA.txt": "".join(f"{n} {i}\n" for i, n in enumerate(names)),
+             "list_bbox_celeba.txt": counted("image_id x_1 y_1 width height", [f"{n} 0 0 178 218" for n in names]),
+             "list_landmarks_align_celeba.txt": counted(" ".join(f"{p}_{c}" for p in ("lefteye", "righteye", "nose", "leftmouth",
+                                                                                      "rightmouth") for c in "xy"),
+                                                        [f"{n} " + " ".join(["90"] * 10) for n in names])}
+    for name, text in files.items():
+        (folder / name).write_text(text)
 
 
-def test_celeba_recipe_trains_one_step_and_writes_a_loadable_checkpoint(tmp_path):
+@pytest.fixture
+def unchecked_md5(monkeypatch):
+    """The tiny folder's list files cannot have CelebA's published MD5s: torchvision checks only that they exist."""
+    monkeypatch.setattr("torchvision.datasets.celeba.check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
+def test_celeba_recipe_trains_one_step_and_writes_a_loadable_checkpoint(tmp_path, unchecked_md5):
+    """ModelCheckpoint's best.ckpt is exported in the published layout: the same weights, with their
+    validation accuracy as best_prec1."""
     tiny_celeba(tmp_path)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train_celeba", overrides=[f"data_dir={tmp_path}", f"out_dir={tmp_path / 'out'}", "pretrained=false",
                                                  "epochs=1", "batch_size=2", "num_workers=0", "accelerator=cpu",
                                                  "limit_train_batches=1", "progress_bar=false"])
     path = train(cfg)
-    assert path.name == "model_best.pth.tar"
-    raw = torch.load(path, weights_only=True)
-    assert all(k.startswith("module.") for k in raw["state_dict"])
-    assert load_celeba_classifier(path).num_attributes == 40
-    assert (tmp_path / "out" / "test_accuracy.json").is_file()
+    assert path == tmp_path / "out" / "model_best.pth.tar" and (tmp_path / "out" / "test_accuracy.json").is_file()
+    raw, best = torch.load(path, weights_only=True), torch.load(tmp_path / "out" / "best.ckpt", weights_only=True)
+    assert raw["state_dict"].keys() == {f"module.{k}" for k in CelebAAttrResNet50().state_dict()}
+    assert raw["epoch"] == best["epoch"] + 1 == 1
+    model = load_celeba_classifier(path).eval()
+    assert all(torch.equal(v, best["state_dict"][f"model.{k}"]) for k, v in model.state_dict().items())
+    accuracy = MultilabelAccuracy(num_labels=len(CELEBA_ATTRIBUTES))
+    with torch.no_grad():
+        for x, y in loaders(cfg)["val"]:
+            accuracy.update(model(x).softmax(-1)[..., 1], y)
+    assert raw["best_prec1"] == pytest.approx(100 * float(accuracy.compute()))
+
+
+def test_celeba_data_names_a_missing_or_altered_file(tmp_path):
+    tiny_celeba(tmp_path)
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt, identity_CelebA.txt, .* differ from CelebA's published"):
+        celeba(tmp_path, "train", None)
+    (tmp_path / "celeba" / "list_bbox_celeba.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no list_bbox_celeba.txt in .*celeba \(torchvision's CelebA layout"):
+        celeba(tmp_path, "train", None)
 
 
 def test_explain_cli_reads_discovery_run_folders(classifier, cache_dir, tmp_path):

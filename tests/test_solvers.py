@@ -19,6 +19,7 @@ from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
+from tests.conftest import table_rows
 from tests.test_stylegan2 import tiny_generator
 
 E = torch.eye(6, dtype=torch.float64)
@@ -212,7 +213,8 @@ def test_comparison_table_scores_every_solver_on_toyface(tmp_path):
     ice, random = rows[0], rows[-1]
     assert ice["gt/principal_angle_max_deg"] < 10 and random["gt/principal_angle_max_deg"] > 45
     table = (tmp_path / "compare.md").read_text()
-    assert "| early_projection |" in table and (tmp_path / "compare.csv").is_file()
+    assert [row[0] for row in table_rows(table)] == ["solver", *(r["solver"] for r in rows)]
+    assert (tmp_path / "compare.csv").is_file()
 
 
 def test_compare_composes_each_solver_with_the_solver_overrides_it_has():

@@ -24,9 +24,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from ice_exp.apps.discover import main as cli_main
-from ice_exp.apps.report import flatten, latex_escape
+from ice_exp.apps.report import flatten
+from ice_exp.tables import latex_escape
 from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
+from ice_exp.tracking import artifact_name, close, default_group, make_logger
+from tests.conftest import table_rows
 
 REPO = Path(CONF_DIR).parent
 TINY = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]
@@ -129,10 +132,9 @@ def test_basic_sweep_over_criteria_gives_the_table_and_records_the_failure(tmp_p
     assert report([str(out)]) == 0
     markdown = capsys.readouterr().out
     assert (out / "report.md").read_text().strip() == markdown.strip() and (out / "report.tex").is_file()
-    assert "| criteria.name | EarlyProjection |" in markdown.splitlines()
-    purity = markdown.split("## gt/purity_mean")[1].split("##")[0]
-    table = [line.split(" | ")[0] for line in purity.splitlines() if line.startswith("| ")]
-    assert table == ["| criteria.name", "| empty_region", "| eye_photometry", "| mouth_shape"]  # mouth_shape_pixels' name
+    purity = table_rows(markdown.split("## gt/purity_mean")[1].split("##")[0])
+    assert purity[0] == ["criteria.name", "EarlyProjection"]
+    assert [row[0] for row in purity] == ["criteria.name", "empty_region", "eye_photometry", "mouth_shape"]  # mouth_shape_pixels' name
     assert_table_matches_runs(out, jobs["finished"])
     assert_failures_listed(out, jobs["failed"], markdown)
 
@@ -181,7 +183,7 @@ def grid(out: Path, test_conf: Path, launcher: list[str], tasks: list[str], reso
     assert len(jobs["finished"]) == 2 * len(tasks) and len(jobs["failed"]) == 2
     assert main_report(out) == 0
     markdown = (out / "report.md").read_text()
-    assert f"| criteria.name | {' | '.join(SOLVERS.values())} |" in markdown
+    assert ["criteria.name", *SOLVERS.values()] in table_rows(markdown)
     assert_table_matches_runs(out, jobs["finished"])
     assert_failures_listed(out, jobs["failed"], markdown)
     assert f"{2 * len(tasks) + 2} runs ({2 * len(tasks)} finished, 2 failed)" in markdown
@@ -268,19 +270,19 @@ def test_report_mean_std_over_seeds_and_grouping(hand_made, capsys):
     assert (cells["face_color", "EarlyProjection"]["n"], cells["face_color", "EarlyProjection"]["failed"]) == ("0", "1")
     # angle of eye_shape / LateProjection over seeds 0, 1, 2: 101, 102, 105 -> 102.667 ± 2.082
     angle = markdown.split("## gt/principal_angle_max_deg")[1].split("##")[0]
-    assert "| eye_shape | 2.67 ± 2.08 | 103 ± 2.08 |" in angle and "| face_color | failed | failed |" in angle
+    assert ["eye_shape", "2.67 ± 2.08", "103 ± 2.08"] in table_rows(angle) and ["face_color", "failed", "failed"] in table_rows(angle)
     assert "mean ± std over 3 run(s) per cell, varying: seed" in markdown
-    failures = markdown.split("## Failures")[1]
-    assert "nested/12_job | failed | ValueError: masked_pixels regions=['hat']: mask is empty" in failures
-    assert "13_job | unfinished | Unfinished" in failures
+    failures = {row[0]: row[1:] for row in table_rows(markdown.split("## Failures")[1])}
+    assert failures["nested/12_job"] == ["failed", "ValueError: masked_pixels regions=['hat']: mask is empty"]
+    assert failures["13_job"][0] == "unfinished" and failures["13_job"][1].startswith("Unfinished: ")
     assert {r["run"] for r in read_csv(out / "failures.csv")} == {"nested/12_job", "13_job"}
     assert {r["status"] for r in read_csv(out / "runs.csv")} == {"completed", "failed", "unfinished"}
     assert len(read_csv(out / "runs.csv")) == 14
 
 
 @pytest.mark.parametrize("status, error, shown", [
-    ("failed:explain", "CheckpointError: classifier: cannot load w.pt", "failed:explain | failed:explain: CheckpointError"),
-    ("running", None, "running | running: stopped before the end"),  # killed after its first metrics.json
+    ("failed:explain", "CheckpointError: classifier: cannot load w.pt", "failed:explain: CheckpointError"),
+    ("running", None, "running: stopped before the end"),  # killed after its first metrics.json
 ])
 def test_report_counts_a_run_whose_status_is_not_completed_as_failed(hand_made, status, error, shown, capsys):
     make_run(hand_made / "14_job", "eye_shape", "EarlyProjection", 3,
@@ -290,7 +292,8 @@ def test_report_counts_a_run_whose_status_is_not_completed_as_failed(hand_made, 
     markdown = capsys.readouterr().out
     assert "15 runs (12 finished, 3 failed)" in markdown
     assert f"status: completed 12, failed 1, {status} 1, unfinished 1" in markdown.splitlines()
-    assert f"14_job | {shown}" in markdown.split("## Failures")[1]
+    (status_cell, error_cell), = [row[1:] for row in table_rows(markdown.split("## Failures")[1]) if row[0] == "14_job"]
+    assert status_cell == status and error_cell.startswith(shown)
     cell = {(r["criteria.name"], r["solver"]): r for r in read_csv(out / "report.csv")}["eye_shape", "EarlyProjection"]
     assert (cell["n"], cell["failed"]) == ("3", "1")  # its metrics stay out of the means
     assert {r["run"]: r["status"] for r in read_csv(out / "runs.csv")}["14_job"] == status
@@ -302,10 +305,20 @@ def test_report_median_and_range_over_worlds(hand_made, capsys):
     assert report([str(hand_made), "--out", str(out), "--stat", "median", "--format", "md,csv"]) == 0
     markdown = capsys.readouterr().out
     # angle of eye_shape / LateProjection over seeds 0, 1, 2: 101, 102, 105
-    assert "| eye_shape | 2 [1, 5] | 102 [101, 105] |" in markdown
+    assert ["eye_shape", "2 [1, 5]", "102 [101, 105]"] in table_rows(markdown)
     assert "median [min, max] over 3 run(s) per cell" in markdown
     cell = next(r for r in read_csv(out / "report.csv") if (r["criteria.name"], r["solver"]) == ("lip_color", "EarlyProjection"))
     assert [float(cell[f"gt/principal_angle_max_deg {s}"]) for s in ("median", "min", "max")] == [8.0, 7.0, 11.0]
+
+
+def test_report_rate_of_a_0_1_metric_and_nan_left_out(tmp_path, capsys):
+    """--stat median: a 0/1 metric shows k/n; a NaN value is left out of the statistics, its run still counts."""
+    for seed, (passed, purity) in enumerate([(1.0, 0.5), (0.0, math.nan), (1.0, 0.8)]):
+        make_run(tmp_path / f"{seed}_job", "eye_shape", "EarlyProjection", seed, {"gt/pass": passed, "gt/purity_mean": purity})
+    assert report([str(tmp_path), "--cols", "none", "--metrics", "gt/pass,gt/purity_mean", "--stat", "median"]) == 0
+    assert table_rows(capsys.readouterr().out)[1] == ["eye_shape", "2/3", "0.65 [0.5, 0.8]"]
+    (cell,) = read_csv(tmp_path / "report.csv")
+    assert cell["n"] == "3" and float(cell["gt/purity_mean mean"]) == pytest.approx(0.65)
 
 
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):
@@ -313,9 +326,10 @@ def test_report_rows_and_metrics_as_columns(hand_made, capsys):
     assert report([str(hand_made), "--rows", "solver,space", "--cols", "none", "--metrics", "gt/dim_found,eval/gain",
                    "--out", str(out), "--format", "md,csv"]) == 0
     markdown = capsys.readouterr().out
-    assert "| solver | space | gt/dim_found | eval/gain |" in markdown
+    table = table_rows(markdown.split("## Failures")[0])
+    assert table[0] == ["solver", "space", "gt/dim_found", "eval/gain"]
     # EarlyProjection, s: six finished runs (two criteria × three seeds) and one failed
-    assert "| EarlyProjection | s | 3 ± 0 (+1 failed) | 10 ± 8.94 (+1 failed) |" in markdown
+    assert table[1] == ["EarlyProjection", "s", "3 ± 0 (+1 failed)", "10 ± 8.94 (+1 failed)"]
     assert "varying: criteria.name, seed" in markdown  # averaged over criteria and seeds
     assert not (out / "report.tex").exists()
 
@@ -354,3 +368,29 @@ def test_sigterm_in_a_multirun_records_the_job_and_stops_the_sweep(hydra_job, tm
     with pytest.raises(stop.Stopped):  # not swallowed like a failing job: the process was told to end
         cli_main(hydra_job(RunMode.MULTIRUN))
     assert json.loads((tmp_path / "job" / "failure.json").read_text())["error_type"] == "Stopped"
+
+
+# ---------------------------------------------------------------- W&B: one group per sweep, one artifact per task
+
+def test_wandb_group_is_the_sweep_in_a_multirun_and_the_run_name_otherwise(hydra_job, tmp_path, monkeypatch):
+    assert default_group("mouth_shape") == "mouth_shape"  # no Hydra app (library use)
+    hydra_job(RunMode.RUN)
+    assert default_group("mouth_shape") == "mouth_shape"
+    hydra_job(RunMode.MULTIRUN, f"hydra.sweep.dir={tmp_path / 'toyface-v1'}")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = make_logger({"backend": "wandb", "group": None}, tmp_path, "mouth_shape", [], {})
+    assert logger.experiment.group == "toyface-v1"  # every job of the sweep, whatever its criteria
+    close(logger)
+
+
+def test_subspace_artifact_name_is_one_per_task_and_space_and_valid_for_wandb():
+    import wandb
+
+    meta = {"generator": "ice_exp.generators.toyface.ToyFaceGenerator", "criteria": "mouth_shape", "space": "s",
+            "solver": "ice_exp.solvers.ice.EarlyProjection", "config_hash": "a1"}
+    rerun = {**meta, "solver": "ice_exp.solvers.ice.LateProjection", "config_hash": "b2"}
+    assert artifact_name(meta) == artifact_name(rerun) == "subspace-ToyFaceGenerator-mouth_shape-s"
+    assert artifact_name({**meta, "space": "w"}) != artifact_name(meta)
+    odd = artifact_name({**meta, "criteria": "lips: a/b c"})
+    assert odd == "subspace-ToyFaceGenerator-lips__a_b_c-s"
+    assert wandb.Artifact(odd, type="subspace").name == odd  # W&B refuses ':', '/' and ' ' in names

@@ -23,19 +23,19 @@ Writes report.md (also printed), report.csv (one line per cell: n, mean and std 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
-import statistics
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from ice_exp.records import COMPLETED
+from ice_exp.tables import MISSING, latex, markdown, text, write_csv
 
 DEFAULT_METRICS = ["gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain", "time/discovery_s"]
 FORMATS = ("md", "csv", "tex")
@@ -111,132 +111,113 @@ def _order(value: Any) -> tuple[int, Any]:
         return (1, str(value))
 
 
-def _number(value: Any) -> float | None:
-    """A finite number, else None: a NaN (e.g. the purity of a run that found no direction) is left out of
+def _sorted(values: Any) -> list[Any]:
+    """Numbers numerically, then the rest as text (cell keys: one value, or a tuple of row values)."""
+    return sorted(values, key=lambda v: [_order(x) for x in v] if isinstance(v, tuple) else _order(v))
+
+
+def _number(value: Any) -> float:
+    """A finite number, else NaN: a NaN (e.g. the purity of a run that found no direction) is left out of
     the statistics, the run still counts in n and in rates such as gt/pass."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    return float(value) if ok else math.nan
 
 
-def summarise(runs: list[dict[str, Any]], rows: list[str], col: str | None, metrics: list[str],
-              stat: str = "mean") -> dict[str, Any]:
-    """Cells keyed by (row values, column value): n, failed, and mean, std, median, min, max per metric; the
-    keys that vary inside a cell (what the statistics are taken over); ``stat``, the one the tables show."""
-    cells: dict[tuple[Key, str], list[dict[str, Any]]] = {}
-    for run in runs:
-        key = (tuple(str(run["config"].get(k, "-")) for k in rows), str(run["config"].get(col, "-")) if col else "")
-        cells.setdefault(key, []).append(run)
-    table: dict[tuple[Key, str], dict[str, Any]] = {}
-    over: set[str] = set()
-    for key, members in cells.items():
-        done = [r for r in members if r["metrics"] is not None]
-        stats = {}
-        for m in metrics:
-            values = [v for v in (_number(r["metrics"].get(m)) for r in done) if v is not None]
-            if values:
-                stats[m] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                            "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
-                            "count": sum(values) if set(values) <= {0.0, 1.0} else None}  # a 0/1 metric: how many 1s
-        table[key] = {"n": len(done), "failed": len(members) - len(done), "stats": stats}
-        all_keys = set().union(*(r["config"] for r in done))
-        over |= {k for k in all_keys if len({json.dumps(r["config"].get(k), default=str) for r in done}) > 1}
-    return {"cells": table, "rows": sorted({k[0] for k in cells}, key=lambda t: [_order(v) for v in t]),
-            "cols": sorted({k[1] for k in cells}, key=_order), "over": sorted(over), "stat": stat}
-
-
-def fmt(x: float) -> str:
-    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:.3g}"
-
-
-STATS = ("mean", "median")  # what a table cell shows: mean ± std, or median [min, max]
+SHOWN = {"mean": "mean ± std", "median": "median [min, max]"}  # --stat: what a table cell shows
 CSV_STATS = ("mean", "std", "median", "min", "max")  # report.csv has them all
 
 
-def cell_text(cell: dict[str, Any] | None, metric: str, pm: str, stat: str = "mean") -> str:
-    """'mean ± std' or 'median [min, max]' (one value alone when the cell has one run)."""
+def summarise(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per cell, indexed by the values of ``keys`` ('-' where a run lacks the key): ``n`` (finished
+    runs), ``failed``, and per metric ``<metric> <stat>`` for CSV_STATS (std with n - 1, 0 for one value),
+    ``<metric> values`` (how many) and ``<metric> ones`` (how many 1s of a 0/1 metric, else NaN), over the
+    metric's finite values; and the config keys that vary inside a cell (what the statistics are taken over)."""
+    cell = [pd.Series([str(r["config"].get(k, "-")) for r in runs], name=k) for k in keys]
+    finished = pd.Series([r["metrics"] is not None for r in runs])
+    values = pd.DataFrame([[_number((r["metrics"] or {}).get(m)) for m in metrics] for r in runs], columns=metrics)
+    grouped = values.groupby(cell)
+    stats = grouped.agg([*CSV_STATS, "count"])
+    stats.columns = [f"{m} {'values' if s == 'count' else s}" for m, s in stats.columns]
+    for m in metrics:  # pandas' std of one value is NaN; the table shows it as ± 0
+        stats.loc[stats[f"{m} values"] == 1, f"{m} std"] = 0.0
+    ones = grouped.agg(lambda s: s.sum() if s.dropna().isin([0.0, 1.0]).all() else math.nan).add_suffix(" ones")
+    counts = finished.groupby(cell).agg(n="sum", runs="size")
+    cells = pd.concat([counts["n"], (counts["runs"] - counts["n"]).rename("failed"), stats, ones], axis=1)
+    configs = pd.DataFrame([{k: json.dumps(v, default=str) for k, v in r["config"].items()} for r in runs])
+    spread = configs[finished].groupby([c[finished] for c in cell]).nunique(dropna=False)
+    cells.index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in cells.index], names=keys)
+    return cells.loc[_sorted(cells.index)], sorted(spread.columns[(spread > 1).any()])
+
+
+def cell_text(cell: dict[str, Any] | None, metric: str, stat: str) -> str:
+    """'mean ± std' or 'median [min, max]' (one value alone when the cell has one), k/n for a 0/1 metric
+    with --stat median; '(+k failed)' when some of its runs failed."""
     if cell is None:
-        return "-"
-    st = cell["stats"].get(metric)
-    if st is None:
-        text = "-"
-    elif st["count"] is not None and stat == "median":  # a 0/1 metric (gt/pass): the rate, k of n
-        text = f"{fmt(st['count'])}/{st['n']}"
-    elif st["n"] == 1:
-        text = fmt(st["mean"])
+        return MISSING
+    get = lambda s: cell[f"{metric} {s}"]  # noqa: E731
+    if not get("values"):
+        shown = MISSING
+    elif stat == "median" and not math.isnan(get("ones")):  # a 0/1 metric (gt/pass): the rate, k of n
+        shown = f"{text(get('ones'))}/{get('values')}"
+    elif get("values") == 1:
+        shown = text(get("mean"))
+    elif stat == "mean":
+        shown = f"{text(get('mean'))} ± {text(get('std'))}"
     else:
-        text = fmt(st["mean"]) + pm + fmt(st["std"]) if stat == "mean" else f"{fmt(st['median'])} [{fmt(st['min'])}, {fmt(st['max'])}]"
+        shown = f"{text(get('median'))} [{text(get('min'))}, {text(get('max'))}]"
     if cell["failed"]:
-        text = "failed" if not cell["n"] else f"{text} (+{cell['failed']} failed)"
-    return text
+        shown = "failed" if not cell["n"] else f"{shown} (+{cell['failed']} failed)"
+    return shown
 
 
-Table = tuple[str | None, list[str], list[list[str]]]
+def metric_tables(cells: pd.DataFrame, rows: list[str], col: str | None, metrics: list[str], stat: str
+                  ) -> list[tuple[str | None, pd.DataFrame]]:
+    """(title, table) per metric with a column key (its values as columns), else one with the metrics as columns."""
+    found = cells.to_dict("index")  # {cell key (a tuple): {column: value}}
+    row_keys = list(dict.fromkeys(key[: len(rows)] for key in found))
+    if not col:
+        return [(None, pd.DataFrame([[*key, *(cell_text(found[key], m, stat) for m in metrics)] for key in row_keys],
+                                    columns=rows + metrics))]
+    columns = _sorted({key[-1] for key in found})
+    return [(m, pd.DataFrame([[*key, *(cell_text(found.get((*key, c)), m, stat) for c in columns)] for key in row_keys],
+                             columns=rows + columns)) for m in metrics]
 
 
-def tables(summary: dict[str, Any], rows: list[str], col: str | None, metrics: list[str], pm: str) -> list[Table]:
-    """(title, header, body) per table: one per metric with a column key, else one with the metrics as columns."""
-    cells = summary["cells"]
-    if col:
-        return [(m, rows + summary["cols"], [list(r) + [cell_text(cells.get((r, c)), m, pm, summary["stat"]) for c in summary["cols"]]
-                                             for r in summary["rows"]]) for m in metrics]
-    return [(None, rows + metrics, [list(r) + [cell_text(cells.get((r, "")), m, pm, summary["stat"]) for m in metrics] for r in summary["rows"]])]
-
-
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def latex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(repl.get(ch, ch) for ch in str(text))
-
-
-def header_line(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str], col: str | None) -> str:
+def header_line(runs: list[dict[str, Any]], cells: pd.DataFrame, over: list[str], rows: list[str], col: str | None,
+                stat: str) -> str:
     failed = sum(r["metrics"] is None for r in runs)
-    counts = sorted({c["n"] for c in summary["cells"].values() if c["n"]}) or [0]
+    counts = sorted(set(cells["n"][cells["n"] > 0])) or [0]
     per_cell = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return (f"{len(runs)} runs ({len(runs) - failed} finished, {failed} failed); rows: {', '.join(rows)}; "
-            f"columns: {col or 'metrics'}; {'mean ± std' if summary['stat'] == 'mean' else 'median [min, max]'} "
-            f"over {per_cell} run(s) per cell"
-            + (f", varying: {', '.join(summary['over'])}" if summary["over"] else ""))
+            f"columns: {col or 'metrics'}; {SHOWN[stat]} over {per_cell} run(s) per cell"
+            + (f", varying: {', '.join(over)}" if over else ""))
 
 
-def to_markdown(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str], col: str | None,
-                metrics: list[str], base: Path) -> str:
+def failures(runs: list[dict[str, Any]], base: Path) -> pd.DataFrame:
+    """One row per run that did not finish: its folder, status, error type, message and overrides."""
+    return pd.DataFrame([{"run": _rel(r["path"], base), "status": r["status"], "error_type": r["failure"].get("error_type", ""),
+                          "message": r["failure"].get("message", ""), "overrides": " ".join(r["failure"].get("overrides") or [])}
+                         for r in runs if r["metrics"] is None], columns=["run", "status", "error_type", "message", "overrides"])
+
+
+def to_markdown(runs: list[dict[str, Any]], header: str, tables_: list[tuple[str | None, pd.DataFrame]], base: Path) -> str:
     statuses = Counter(r["status"] for r in runs)
-    lines = ["# ice-report", "", header_line(runs, summary, rows, col), "",
+    lines = ["# ice-report", "", header, "",
              "status: " + ", ".join(f"{status} {n}" for status, n in sorted(statuses.items())), ""]
-    for title, head, body in tables(summary, rows, col, metrics, " ± "):
-        if title:
-            lines += [f"## {title}", ""]
-        lines += ["| " + " | ".join(map(_md_escape, head)) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(map(_md_escape, r)) + " |" for r in body] + [""]
-    failures = [r for r in runs if r["metrics"] is None]
-    if failures:
-        lines += ["## Failures", "", "| run | status | error |", "|---|---|---|"]
-        for r in failures:
-            message = f"{r['failure'].get('error_type', 'Error')}: {r['failure'].get('message', '')}"
-            lines.append(f"| {_md_escape(_rel(r['path'], base))} | {_md_escape(r['status'])} | {_md_escape(message[:300])} |")
-        lines.append("")
+    for title, table in tables_:
+        lines += ([f"## {title}", ""] if title else []) + [markdown(table), ""]
+    failed = failures(runs, base)
+    if len(failed):
+        failed["error"] = (failed["error_type"].replace("", "Error") + ": " + failed["message"]).str[:300]
+        lines += ["## Failures", "", markdown(failed[["run", "status", "error"]]), ""]
     return "\n".join(lines)
 
 
-def to_latex(runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str], col: str | None, metrics: list[str]) -> str:
-    pm = "\x00"  # stands for ± through the escaping
-    tex = lambda text: latex_escape(text).replace(pm, " $\\pm$ ")  # noqa: E731
-    out = [f"% ice-report: {header_line(runs, summary, rows, col)}", "% needs \\usepackage{booktabs}"]
-    for title, head, body in tables(summary, rows, col, metrics, pm):
-        over = f" over {', '.join(summary['over'])}" if summary["over"] else ""
-        shown = f"mean{pm}std" if summary["stat"] == "mean" else "median [min, max]"
-        caption = (f"{title} " if title else "") + f"({shown}{over})"
-        out += ["\\begin{table}[t]", "\\centering", f"\\caption{{{tex(caption)}}}",
-                f"\\begin{{tabular}}{{{'l' * len(rows)}{'c' * (len(head) - len(rows))}}}", "\\toprule",
-                " & ".join(map(tex, head)) + " \\\\", "\\midrule"]
-        out += [" & ".join(map(tex, r)) + " \\\\" for r in body]
-        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+def to_latex(header: str, tables_: list[tuple[str | None, pd.DataFrame]], rows: list[str], over: list[str], stat: str) -> str:
+    out = [f"% ice-report: {header}", "% needs \\usepackage{booktabs}"]
+    for title, table in tables_:
+        caption = (f"{title} " if title else "") + f"({SHOWN[stat]}" + (f" over {', '.join(over)}" if over else "") + ")"
+        out.append(latex(table, caption, "l" * len(rows) + "c" * (table.shape[1] - len(rows))))
     return "\n".join(out)
 
 
@@ -247,37 +228,20 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def write_csvs(out: Path, runs: list[dict[str, Any]], summary: dict[str, Any], rows: list[str], col: str | None,
+def write_csvs(out: Path, runs: list[dict[str, Any]], cells: pd.DataFrame, over: list[str], keys: list[str],
                metrics: list[str], base: Path) -> None:
-    with open(out / "report.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(rows + ([col] if col else []) + ["n", "failed"] + [f"{m} {s}" for m in metrics for s in CSV_STATS])
-        for r in summary["rows"]:
-            for c in summary["cols"]:
-                cell = summary["cells"].get((r, c))
-                if cell is not None:
-                    stats = [cell["stats"][m][s] if m in cell["stats"] else "" for m in metrics for s in CSV_STATS]
-                    w.writerow(list(r) + ([c] if col else []) + [cell["n"], cell["failed"]]
-                               + [repr(x) if isinstance(x, float) else x for x in stats])
-    varying = sorted(set(rows + ([col] if col else []) + summary["over"]))
-    with open(out / "runs.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "status"] + varying + metrics)
-        for run in runs:
-            values = [(run["metrics"] or {}).get(m, "") for m in metrics]
-            w.writerow([_rel(run["path"], base), run["status"]]
-                       + [run["config"].get(k, "") for k in varying] + [repr(v) if isinstance(v, float) else v for v in values])
-    with open(out / "failures.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "error_type", "message", "overrides"])
-        for run in runs:
-            if run["failure"] is not None:
-                w.writerow([_rel(run["path"], base), run["failure"].get("error_type", ""), run["failure"].get("message", ""),
-                            " ".join(run["failure"].get("overrides") or [])])
+    """report.csv (one line per cell), runs.csv (one per run: the keys that vary and the metrics), failures.csv."""
+    write_csv(cells.reset_index()[keys + ["n", "failed"] + [f"{m} {s}" for m in metrics for s in CSV_STATS]],
+              out / "report.csv")
+    varying = sorted(set(keys + over))
+    write_csv(pd.DataFrame([[_rel(r["path"], base), r["status"], *(r["config"].get(k, "") for k in varying),
+                             *((r["metrics"] or {}).get(m, "") for m in metrics)] for r in runs],
+                           columns=["run", "status", *varying, *metrics]), out / "runs.csv")
+    write_csv(failures(runs, base)[["run", "error_type", "message", "overrides"]], out / "failures.csv")
 
 
-def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _list(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys of metrics.json")
     p.add_argument("--out", type=Path, default=None, help="folder for the report files (default: the first folder)")
     p.add_argument("--format", default=",".join(FORMATS), help="comma-separated subset of md,csv,tex")
-    p.add_argument("--stat", default="mean", choices=STATS, help="cells: mean ± std (default) or median [min, max]")
+    p.add_argument("--stat", default="mean", choices=SHOWN, help="cells: mean ± std (default) or median [min, max]")
     args = p.parse_args(argv)
     missing = [str(f) for f in args.folders if not f.is_dir()]
     if missing:
@@ -299,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--format: unknown {sorted(set(formats) - set(FORMATS))}; allowed values: {', '.join(FORMATS)}")
     rows, metrics = _list(args.rows), _list(args.metrics)
     col = None if args.cols.strip().lower() in ("", "none") else args.cols.strip()
+    if not rows:
+        p.error("--rows: give at least one config key")
     runs = find_runs(args.folders)
     if not runs:
         print(f"ice-report: no run folders (config_resolved.yaml + metrics.json / failure.json) under "
@@ -314,15 +280,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ice-report: warning: no run has the metric {m!r}", file=sys.stderr)
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs, rows, col, metrics, args.stat)
-    markdown = to_markdown(runs, summary, rows, col, metrics, args.folders[0])
+    keys = rows + ([col] if col else [])
+    cells, over = summarise(runs, keys, metrics)
+    shown = metric_tables(cells, rows, col, metrics, args.stat)
+    header = header_line(runs, cells, over, rows, col, args.stat)
+    report = to_markdown(runs, header, shown, args.folders[0])
     if "md" in formats:
-        (out / "report.md").write_text(markdown)
+        (out / "report.md").write_text(report)
     if "csv" in formats:
-        write_csvs(out, runs, summary, rows, col, metrics, args.folders[0])
+        write_csvs(out, runs, cells, over, keys, metrics, args.folders[0])
     if "tex" in formats:
-        (out / "report.tex").write_text(to_latex(runs, summary, rows, col, metrics))
-    print(markdown)
+        (out / "report.tex").write_text(to_latex(header, shown, rows, over, args.stat))
+    print(report)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``ice-train-celeba data_dir=<CelebA folder> out_dir=<folder>``: train the seed's CelebA attribute classifier
+"""``ice-train-celeba data_dir=<folder holding celeba/> out_dir=<folder>``: train the seed's CelebA attribute classifier
 (recipe and outputs: ice_exp.counterfactual.train_celeba; config: conf/train_celeba.yaml)."""
 from __future__ import annotations
 

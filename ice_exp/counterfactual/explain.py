@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
@@ -25,11 +26,12 @@ from ice_exp.counterfactual.classifiers import Classifier
 from ice_exp.counterfactual.figures import difference_grid, score_grid
 from ice_exp.counterfactual.measures import measure, region_mask
 from ice_exp.counterfactual.search import SearchConfig, SearchResult, counterfactual_search
-from ice_exp.counterfactual.summary import SubspaceSummary, markdown_table, rank, write_csv
+from ice_exp.counterfactual.summary import SubspaceSummary, markdown_table, rank
 from ice_exp.generators.base import Generator, check_space
 from ice_exp.latents import latent_pool
 from ice_exp.records import write_json
 from ice_exp.solvers.base import Solution
+from ice_exp.tables import write_csv
 from ice_exp.terms import Terms
 
 log = logging.getLogger(__name__)
@@ -111,8 +113,8 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], records: list[dict[str,
     out.mkdir(parents=True, exist_ok=True)
     title = f"Which subspace flips '{classifier.target}' (target class {cf.target_class}; {samples} samples)"
     (out / "table.md").write_text(markdown_table(rows, title))
-    write_csv(out / "table.csv", rows)
-    write_csv(out / "samples.csv", records)
+    write_csv(pd.DataFrame(rows), out / "table.csv")
+    write_csv(pd.DataFrame(records), out / "samples.csv")
     write_json(out / "classifier.json", {"target": classifier.target, "heads": list(classifier.heads),
                                          "weights_sha256": classifier.weight_checksums(), **classifier.info})
     first = next(iter(shown.values()))  # every subspace starts from the same faces

@@ -8,14 +8,15 @@ Rows are ranked by flip rate, then mean Δp.
 """
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric, SumMetric
+
+from ice_exp.tables import MISSING, markdown, text
 
 MEDIANS = {"median_norm_flipped": "norm_du", "median_iterations": "iterations_to_flip"}
 COUNTED = ("eligible", "flipped")
@@ -61,32 +62,15 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3g}"
-    return str(value)
-
-
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     """The ranked table; per-term changes (whose terms differ per run) in one column."""
     mnac = any("mnac" in r for r in rows)
-    head = ["#", "subspace", "dim", "flip rate", "eligible", "p before → after", "mean Δp", "median ‖Δu‖ (flipped)",
-            "median iters", "pixel L1", "locality"] + (["MNAC"] if mnac else []) + ["term changes ‖Δc_t‖"]
-    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(rows, 1):
-        terms = ", ".join(f"{k.removeprefix('change/')} {_fmt(v)}" for k, v in r.items() if k.startswith("change/"))
-        cells = [i, r["subspace"], r["dim"], _fmt(r["flip_rate"]), f"{r['eligible']}/{r['samples']}",
-                 f"{_fmt(r['p_before'])} → {_fmt(r['p_after'])}", _fmt(r["dp"]), _fmt(r["median_norm_flipped"]),
-                 _fmt(r["median_iterations"]), _fmt(r["pixel_l1"]), _fmt(r["locality"])]
-        cells += ([_fmt(r.get("mnac", math.nan))] if mnac else []) + [terms or "–"]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows with the union of their keys as columns (first-seen order; missing cells empty)."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = pd.DataFrame([{
+        "#": i, "subspace": r["subspace"], "dim": r["dim"], "flip rate": r["flip_rate"],
+        "eligible": f"{r['eligible']}/{r['samples']}", "p before → after": f"{text(r['p_before'])} → {text(r['p_after'])}",
+        "mean Δp": r["dp"], "median ‖Δu‖ (flipped)": r["median_norm_flipped"], "median iters": r["median_iterations"],
+        "pixel L1": r["pixel_l1"], "locality": r["locality"], **({"MNAC": r.get("mnac", math.nan)} if mnac else {}),
+        "term changes ‖Δc_t‖": ", ".join(f"{k.removeprefix('change/')} {text(v)}" for k, v in r.items() if k.startswith("change/"))
+                                or MISSING,
+    } for i, r in enumerate(rows, 1)])
+    return f"### {title}\n\n{markdown(table)}\n"

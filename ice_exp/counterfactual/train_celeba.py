@@ -9,8 +9,10 @@ in the published layout (``{'state_dict': {'module.' + key: tensor}, 'epoch', 'a
 ``classifier=celeba_attr_resnet50 classifier.path=<out_dir>`` loads it. The test split's accuracies of the
 best weights go to ``test_accuracy.json``.
 
-Data: a CelebA folder with ``img_align_celeba/``, ``list_attr_celeba.txt`` and ``list_eval_partition.txt``.
-``ice-train-celeba data_dir=/data/celeba out_dir=outputs/celeba_attr`` (ice_exp/apps/train_celeba.py).
+Data: torchvision's ``CelebA`` (nothing downloaded) reads ``<data_dir>/celeba/``: ``img_align_celeba/`` and
+CelebA's five list files as published (torchvision checks their MD5s and reads them all, whichever target).
+The best epoch is kept by Lightning's ``ModelCheckpoint`` (``best.ckpt``) and exported to ``model_best.pth.tar``.
+``ice-train-celeba data_dir=/data out_dir=outputs/celeba_attr`` (ice_exp/apps/train_celeba.py).
 """
 from __future__ import annotations
 
@@ -22,46 +24,43 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchmetrics.classification import MultilabelAccuracy
 from torchvision import transforms
+from torchvision.datasets import CelebA
+from torchvision.datasets.utils import check_integrity
 
 from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
 from ice_exp.counterfactual.classifiers import IMAGENET_MEAN, IMAGENET_STD, CelebAAttrResNet50
 from ice_exp.records import write_json
 
 log = logging.getLogger(__name__)
-SPLITS = {"train": 0, "val": 1, "test": 2}  # list_eval_partition.txt codes
+SPLITS = {"train": "train", "val": "valid", "test": "test"}  # our stage names -> torchvision's split names
+LISTS = [name for _, _, name in CelebA.file_list if name.endswith(".txt")]  # the list files torchvision reads
+MONITOR = "val/accuracy_mean"  # what ModelCheckpoint keeps the best epoch by
 
 
-class CelebAAttributes(Dataset):
-    """Images of one split of a CelebA folder with their 40 attributes as {0, 1} (file: -1 / 1)."""
-
-    def __init__(self, root: str | Path, split: str, transform: Any) -> None:
-        root = Path(root)
-        for name in ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt"):
-            if not (root / name).exists():
-                raise FileNotFoundError(f"data_dir: {root} has no {name} (a CelebA folder holds img_align_celeba/, "
-                                        f"list_attr_celeba.txt and list_eval_partition.txt)")
-        lines = (root / "list_attr_celeba.txt").read_text().split("\n")
-        names = tuple(lines[1].split())
-        if names != CELEBA_ATTRIBUTES:
-            raise ValueError(f"{root / 'list_attr_celeba.txt'}: line 2 must name CelebA's 40 attributes in the standard order")
-        partition = dict(line.split() for line in (root / "list_eval_partition.txt").read_text().splitlines() if line.strip())
-        rows = [line.split() for line in lines[2:] if line.strip()]
-        keep = [r for r in rows if int(partition[r[0]]) == SPLITS[split]]
-        self.files = [root / "img_align_celeba" / r[0] for r in keep]
-        self.targets = torch.tensor([[int(v) > 0 for v in r[1:]] for r in keep], dtype=torch.long).view(-1, len(names))
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        with Image.open(self.files[i]) as image:
-            return self.transform(image.convert("RGB")), self.targets[i]
+def celeba(data_dir: str | Path, split: str, transform: Any) -> CelebA:
+    """One split of torchvision's CelebA, targets the 40 attributes as {0, 1}. A missing or altered file is
+    named together with the expected layout (torchvision only says "Dataset not found or corrupted")."""
+    folder = Path(data_dir) / CelebA.base_folder
+    layout = f"torchvision's CelebA layout: {folder}/ holding img_align_celeba/ and {', '.join(LISTS)}"
+    missing = [name for name in ("img_align_celeba", *LISTS) if not (folder / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"data_dir: no {', '.join(missing)} in {folder} ({layout})")
+    try:
+        data = CelebA(str(data_dir), split=SPLITS[split], target_type="attr", transform=transform, download=False)
+    except RuntimeError:
+        altered = [name for _, md5, name in CelebA.file_list if name in LISTS and not check_integrity(str(folder / name), md5)]
+        if not altered:
+            raise
+        raise ValueError(f"data_dir: {', '.join(altered)} in {folder} differ from CelebA's published files "
+                         f"(MD5 checked by torchvision); {layout}") from None
+    if [name for name in data.attr_names if name] != list(CELEBA_ATTRIBUTES):  # the header line may end with a space
+        raise ValueError(f"{folder / 'list_attr_celeba.txt'}: line 2 must name CelebA's 40 attributes in the standard order")
+    return data
 
 
 class CelebAAttrModule(pl.LightningModule):
@@ -102,21 +101,12 @@ class CelebAAttrModule(pl.LightningModule):
         return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))]
 
 
-class PublishedCheckpoint(pl.Callback):
-    """Writes ``model_best.pth.tar`` in d-li14's layout whenever the mean validation accuracy improves."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path, self.best = out_dir / CelebAAttrResNet50.checkpoint_name, -1.0
-
-    def on_validation_end(self, trainer: pl.Trainer, module: CelebAAttrModule) -> None:
-        accuracy = float(trainer.callback_metrics["val/accuracy_mean"])
-        if trainer.sanity_checking or accuracy <= self.best or not trainer.is_global_zero:
-            return
-        self.best = accuracy
-        state = {f"module.{k}": v.detach().cpu() for k, v in module.model.state_dict().items()}
-        torch.save({"epoch": trainer.current_epoch + 1, "arch": "resnet50", "state_dict": state,
-                    "best_prec1": 100 * accuracy}, self.path)
-        log.info("epoch %d: mean val accuracy %.4f -> %s", trainer.current_epoch + 1, accuracy, self.path)
+def export_published(checkpoint: Path, path: Path, accuracy: float) -> None:
+    """The classifier of a Lightning checkpoint in d-li14's layout (``{'state_dict': {'module.' + key: tensor},
+    'epoch', 'arch', 'best_prec1'}``), which ``classifier=celeba_attr_resnet50 classifier.path=<out_dir>`` loads."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = {f"module.{k.removeprefix('model.')}": v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    torch.save({"epoch": saved["epoch"] + 1, "arch": "resnet50", "state_dict": state, "best_prec1": 100 * accuracy}, path)
 
 
 def loaders(cfg: DictConfig) -> dict[str, DataLoader]:
@@ -124,28 +114,31 @@ def loaders(cfg: DictConfig) -> dict[str, DataLoader]:
     train_tf, eval_tf = transforms.Compose([transforms.RandomHorizontalFlip(), *normalise]), transforms.Compose(normalise)
 
     def make(split: str, transform: Any, shuffle: bool) -> DataLoader:
-        return DataLoader(CelebAAttributes(cfg.data_dir, split, transform), batch_size=cfg.batch_size, shuffle=shuffle,
+        return DataLoader(celeba(cfg.data_dir, split, transform), batch_size=cfg.batch_size, shuffle=shuffle,
                           drop_last=shuffle, num_workers=cfg.num_workers)
 
     return {"train": make("train", train_tf, True), "val": make("val", eval_tf, False), "test": make("test", eval_tf, False)}
 
 
 def train(cfg: DictConfig) -> Path:
-    """Train, keep the best epoch in the published layout, evaluate it on the test split; returns the checkpoint."""
+    """Train, keep the best epoch (``best.ckpt``), evaluate it on the test split and export it in the published
+    layout; returns ``model_best.pth.tar``."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = loaders(cfg)
     module = CelebAAttrModule(cfg.pretrained, cfg.lr, cfg.momentum, cfg.weight_decay)
-    checkpoint = PublishedCheckpoint(out_dir)
+    best = ModelCheckpoint(dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", save_weights_only=True)
     trainer = pl.Trainer(max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, logger=False,
-                         callbacks=[checkpoint], enable_checkpointing=False, enable_model_summary=False,
-                         limit_train_batches=cfg.limit_train_batches, limit_val_batches=cfg.limit_val_batches,
-                         num_sanity_val_steps=0, enable_progress_bar=cfg.progress_bar)
+                         callbacks=[best], enable_model_summary=False, limit_train_batches=cfg.limit_train_batches,
+                         limit_val_batches=cfg.limit_val_batches, num_sanity_val_steps=0,
+                         enable_progress_bar=cfg.progress_bar)
     trainer.fit(module, data["train"], data["val"])
-    best = torch.load(checkpoint.path, map_location="cpu", weights_only=True)["state_dict"]
-    module.model.load_state_dict({k.removeprefix("module."): v for k, v in best.items()})
-    results = trainer.test(module, data["test"], verbose=False)[0]
-    write_json(out_dir / "test_accuracy.json", results)
-    log.info("test mean accuracy %.4f; checkpoint %s", results["test/accuracy_mean"], checkpoint.path)
-    return checkpoint.path
+    results = trainer.test(module, data["test"], ckpt_path="best", verbose=False)[0]
+    path = out_dir / CelebAAttrResNet50.checkpoint_name
+    if trainer.is_global_zero:
+        export_published(Path(best.best_model_path), path, float(best.best_model_score))
+        write_json(out_dir / "test_accuracy.json", results)
+        log.info("best epoch: mean val accuracy %.4f, test %.4f; checkpoint %s", best.best_model_score,
+                 results["test/accuracy_mean"], path)
+    return path
