@@ -107,7 +107,7 @@ def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
     value (the toyface classifier is trained here on first use)."""
     setup = build_setup(cfg)
     solver = instantiate(cfg.solver)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     meta = {"space": setup.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
             "generator": cfg.generator._target_, "config_hash": config_hash(resolved)}
     checksums = setup.generator.weight_checksums()

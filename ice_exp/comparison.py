@@ -161,9 +161,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig) -> N
     (out_dir / "compare.md").write_text(f"{title}\n\n{markdown(table)}\n")
     write_csv(table, out_dir / "compare.csv")
     write_json(out_dir / "compare.json", {"rows": rows})
-    logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None, out_dir,
-                         f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
-                         OmegaConf.to_container(cfg, resolve=True))
+    logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
+                         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare")
     if logger is not None:
         logger.log_table("compare", dataframe=table)
         logger.experiment.finish()

@@ -122,7 +122,6 @@ class WandbLogger:
     mode: LoggerMode = LoggerMode.auto
     init_timeout: float = 10.0
     group: Optional[str] = None
-    job_type: str = "discovery"
     tags: List[str] = field(default_factory=list)
 
 

@@ -12,21 +12,30 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from hydra.types import RunMode
 from pytorch_lightning.loggers import Logger
 
-MODES = ("auto", "online", "offline", "disabled")
+from ice_exp.schema import LoggerMode
+
+MODES = tuple(m.value for m in LoggerMode)  # the schema's choices (ice_exp/schema.py)
 log = logging.getLogger(__name__)
 
 
-def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: list[str], config: dict[str, Any]) -> Logger | None:
-    """``cfg`` is conf/logger/*.yaml. mode=auto: online when WANDB_API_KEY is set, else offline; the
-    WANDB_MODE environment variable (e.g. disabled in tests) wins over both."""
-    if not cfg or cfg.get("backend") in (None, "none"):
+def make_logger(cfg: Any, save_dir: Path, name: str, run_tags: list[str], config: dict[str, Any],
+                job_type: str = "discovery") -> Logger | None:
+    """The logger of ``cfg`` (conf/logger: a ``_partial_`` ``_target_`` config, or null for none), given this
+    run's folder, name, tags, config and job type (the app: discovery, compare, explain)."""
+    if not cfg:
         return None
-    if cfg["backend"] != "wandb":
-        raise ValueError(f"logger.backend: unknown {cfg['backend']!r}; allowed values: wandb, none")
-    mode = cfg.get("mode", "auto")
+    return instantiate(cfg)(save_dir=save_dir, name=name, run_tags=run_tags, config=config, job_type=job_type)
+
+
+def wandb_logger(save_dir: Path, name: str, run_tags: list[str], config: dict[str, Any], project: str = "ice-exp",
+                 job_type: str = "discovery", entity: str | None = None, mode: str = "auto", init_timeout: float = 10.0,
+                 group: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> Logger | None:
+    """W&B (conf/logger/wandb.yaml). mode=auto: online when WANDB_API_KEY is set, else offline; the WANDB_MODE
+    environment variable (e.g. disabled in tests) wins over both; disabled gives no logger."""
     if mode not in MODES:
         raise ValueError(f"logger.mode: unknown {mode!r}; allowed values: {', '.join(MODES)}")
     if mode == "auto":
@@ -36,12 +45,10 @@ def make_logger(cfg: dict[str, Any] | None, save_dir: Path, name: str, tags: lis
         return None
     from pytorch_lightning.loggers import WandbLogger
 
-    kwargs = dict(project=cfg.get("project", "ice-exp"), entity=cfg.get("entity"),
-                  group=cfg.get("group") or default_group(name), job_type=cfg.get("job_type", "discovery"),
-                  tags=list(cfg.get("tags") or []) + tags,
-                  name=name, save_dir=str(save_dir), config=config, log_model=False)
+    kwargs = dict(project=project, entity=entity, group=group or default_group(name), job_type=job_type,
+                  tags=[*tags, *run_tags], name=name, save_dir=str(save_dir), config=config, log_model=False)
     if mode == "online":
-        return _online_or_offline(kwargs, float(cfg.get("init_timeout", 10)))
+        return _online_or_offline(kwargs, float(init_timeout))
     return WandbLogger(mode=mode, **kwargs)
 
 

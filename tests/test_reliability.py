@@ -57,7 +57,7 @@ def unreachable_wandb(tmp_path, monkeypatch):
 def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachable_wandb, tmp_path, monkeypatch,
                                                                  caplog) -> None:
     monkeypatch.setenv("WANDB_API_KEY", key)
-    cfg = {"backend": "wandb", "mode": "auto", "init_timeout": 2}
+    cfg = {"_target_": "ice_exp.tracking.wandb_logger", "_partial_": True, "mode": "auto", "init_timeout": 2}
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
         logger = make_logger(cfg, tmp_path, "run", [], {"seed": 0})

@@ -378,7 +378,7 @@ def test_wandb_group_is_the_sweep_in_a_multirun_and_the_run_name_otherwise(hydra
     assert default_group("mouth_shape") == "mouth_shape"
     hydra_job(RunMode.MULTIRUN, f"hydra.sweep.dir={tmp_path / 'toyface-v1'}")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    logger = make_logger({"backend": "wandb", "group": None}, tmp_path, "mouth_shape", [], {})
+    logger = make_logger({"_target_": "ice_exp.tracking.wandb_logger", "_partial_": True, "group": None}, tmp_path, "mouth_shape", [], {})
     assert logger.experiment.group == "toyface-v1"  # every job of the sweep, whatever its criteria
     close(logger)
 

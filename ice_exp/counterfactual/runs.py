@@ -53,8 +53,8 @@ def explain_runs(cfg: DictConfig, out_dir: Path | None) -> list[dict[str, Any]]:
         terms_by_name[name] = build_terms(OmegaConf.to_container(run_cfg.criteria, resolve=True), analyzers_by_config[key])
     generator = instantiate(first.generator)
     classifier = instantiate(cfg.classifier, _convert_="all")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, ["explain"], resolved)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, ["explain"], resolved, job_type="explain")
     rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers_by_config[OmegaConf.to_yaml(first.analyzer)],
                    terms_by_name, tasks, out_dir)
     if logger is not None:
