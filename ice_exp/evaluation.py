@@ -1,4 +1,4 @@
-"""Evaluation of discovered directions on held-out samples (metric definitions in README: Metrics).
+"""Evaluation of discovered directions on held-out samples (the metrics: docs/method.md §2-6).
 
 - ``eval/gain``: mean over directions of ‖J_act v‖² / E_r‖J_act r‖², the activate change per unit step
   relative to random unit directions r (> 1: the direction moves the target more than chance).
@@ -57,7 +57,7 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
     return out
 
 
-PASS_ANGLE_DEG = 10.0  # ground-truth bars of a toyface run (README: the world protocol)
+PASS_ANGLE_DEG = 10.0  # ground-truth bars of a toyface run (docs/worlds.md: the world protocol)
 PASS_PURITY = 0.9
 
 

@@ -11,7 +11,7 @@ from tests.conftest import make_config
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
 
 
-# one world per task, drawn at random (no world is special; the README's world protocol covers many)
+# one world per task, drawn at random (no world is special; docs/worlds.md: the world protocol covers many)
 WORLDS = dict(zip(TOYFACE_TASKS, torch.randint(1000, 10**6, (len(TOYFACE_TASKS),), generator=torch.Generator().manual_seed(7)).tolist()))
 
 

@@ -1,4 +1,4 @@
-"""Per-sample measures of a counterfactual (docs/method.md §5–7); every measure is a tensor [B] over samples.
+"""Per-sample measures of a counterfactual (docs/method.md §5; docs/counterfactual.md); every measure is a tensor [B] over samples.
 
 - ``p_before`` / ``p_after`` / ``dp``: probability of the target class of the explained head, and its change.
 - ``eligible``: the sample was not predicted as the target to begin with; ``flipped``: eligible and now is.
