@@ -12,7 +12,8 @@ ARGS ?=
 run: .venv/.installed  ## discover the default subspace on toyface (add ARGS="key=value ...")
 	$(PY) -m ice_exp $(ARGS)
 
-test: .venv/.installed  ## CPU test suite, no GPU, W&B disabled
+test: .venv/.installed  ## lint, then the CPU test suite (no GPU, W&B disabled)
+	$(PY) -m ruff check .
 	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
 
 test-slow: .venv/.installed

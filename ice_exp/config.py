@@ -54,7 +54,8 @@ def real(low: float | None = None, high: float | None = None, open_low: bool = F
         ok = ok and (low is None or (x > low if open_low else x >= low)) and (high is None or (x < high if open_high else x <= high))
         if ok:
             return None
-        interval = f" in {'(' if open_low else '['}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{')' if open_high else ']'}"
+        left, right = "-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}"
+        interval = f" in {'(' if open_low else '['}{left}, {right}{')' if open_high else ']'}"
         return f"a finite number{interval if low is not None or high is not None else ''}{' or null' if optional else ''}"
     return check
 

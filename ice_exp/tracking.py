@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from pytorch_lightning.loggers import Logger
 
 from ice_exp.schema import LoggerMode

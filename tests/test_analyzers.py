@@ -11,8 +11,8 @@ import hydra
 import hydra.errors
 import pytest
 import torch
-from facexlib.parsing import BiSeNet
 from face_alignment.models import FAN
+from facexlib.parsing import BiSeNet
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap

@@ -15,11 +15,18 @@ from torchmetrics.classification import MultilabelAccuracy
 
 from ice_exp.build import build_analyzers
 from ice_exp.config import CONF_DIR
-from ice_exp.counterfactual.classifiers import (CELEBA_ATTRIBUTES, CelebAAttrResNet50, Classifier, ImageTransform,
-                                                celeba_attr_resnet50, load_celeba_classifier, load_checkpoint)
-from ice_exp.counterfactual.runs import explain_runs
+from ice_exp.counterfactual.classifiers import (
+    CELEBA_ATTRIBUTES,
+    CelebAAttrResNet50,
+    Classifier,
+    ImageTransform,
+    celeba_attr_resnet50,
+    load_celeba_classifier,
+    load_checkpoint,
+)
 from ice_exp.counterfactual.explain import explain, log_explanation
 from ice_exp.counterfactual.measures import mnac
+from ice_exp.counterfactual.runs import explain_runs
 from ice_exp.counterfactual.search import SearchConfig, counterfactual_search
 from ice_exp.counterfactual.toyface_attr import AttrRule
 from ice_exp.counterfactual.train_celeba import celeba, loaders, train

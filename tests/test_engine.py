@@ -19,13 +19,14 @@ from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.terms import build_terms
 
 # mouth_shape with pixels, small enough for the loop: 40 + 96 landmark rows, 3·12² = 432 pixel rows, D = 192
+MOUTH = {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "mouth", "centred": True}
 CRITERIA = {
     "name": "mouth_shape",
-    "activate": {"criterion": {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "mouth", "centred": True}, "part": "group"},
+    "activate": {"criterion": MOUTH, "part": "group"},
     "suppress": {
-        "other_landmarks": {"criterion": {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "mouth", "centred": True}, "part": "others", "ratio": 1e-2},
-        "outside_mouth": {"criterion": {"_target_": "ice_exp.criteria.MaskedPixels", "_partial_": True, "regions": ["mouth_all"], "morphology": "dilate",
-                                        "ks_ratio": 0.1, "size": 12}, "part": "outside", "ratio": 1e-3},
+        "other_landmarks": {"criterion": MOUTH, "part": "others", "ratio": 1e-2},
+        "outside_mouth": {"criterion": {"_target_": "ice_exp.criteria.MaskedPixels", "_partial_": True, "regions": ["mouth_all"],
+                                        "morphology": "dilate", "ks_ratio": 0.1, "size": 12}, "part": "outside", "ratio": 1e-3},
     },
 }
 

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from ice_exp.discovery import run
-from ice_exp.engine import grams
 from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection, LateProjection, null_intersection

@@ -25,9 +25,9 @@ from omegaconf import DictConfig, open_dict
 
 from ice_exp.apps.discover import main as cli_main
 from ice_exp.apps.report import flatten
-from ice_exp.tables import latex_escape
 from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
+from ice_exp.tables import latex_escape
 from ice_exp.tracking import artifact_name, close, default_group, make_logger
 from tests.conftest import table_rows
 

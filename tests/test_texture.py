@@ -170,7 +170,8 @@ def test_texture_subsampling_is_seeded_and_sized() -> None:
 def test_texture_with_fan_works_under_torch_func() -> None:
     """Built by name from the registry with a (random-weight) FAN: jvp and vmap-over-vjp agree."""
     analyzers = Analyzers(parser=SceneParser(), landmarker=FANLandmarker(num_modules=1, size=64))
-    crit = build_criterion({"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["skin"], "size": 32, "num_points": 32}, analyzers)
+    crit = build_criterion({"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["skin"], "size": 32,
+                            "num_points": 32}, analyzers)
     probs = disk_probs(R, 20.0).float()
     x = torch.rand(1, 3, R, R)
     state = crit.prepare(Frame(x, {"probs": probs}))
@@ -197,7 +198,8 @@ def test_high_frequency_parts_sum_back_to_the_image() -> None:
 
 
 def test_identity_embedding_has_unit_norm() -> None:
-    crit = build_criterion({"_target_": "ice_exp.criteria.IdentityEmbedding", "_partial_": True}, Analyzers(identity=ArcFaceIdentity(depth=18)))
+    crit = build_criterion({"_target_": "ice_exp.criteria.IdentityEmbedding", "_partial_": True},
+                           Analyzers(identity=ArcFaceIdentity(depth=18)))
     x = torch.rand(2, 3, R, R)
     embedding = crit(Frame(x), crit.prepare(Frame(x)))["embedding"]
     assert embedding.shape == (2, 512)

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.generators.toyface import tasks
+from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator, tasks
 from ice_exp.generators.toyface.factors import FACTORS, factor_index
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS, check_world
 from ice_exp.linalg import principal_angles

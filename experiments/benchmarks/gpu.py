@@ -74,7 +74,8 @@ def face_boundary(size: dict[str, Any], device: torch.device) -> tuple[torch.nn.
         landmarker = FANLandmarker(size["fan_modules"], size["fan_size"]).to(device)
     analyzers = Analyzers(parser=EllipseParser().to(device), landmarker=landmarker)
     landmarks = {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "jaw"}
-    texture = {"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["head"], "morphology": "erode", "ks_ratio": 0.05,
+    texture = {"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["head"], "morphology": "erode",
+               "ks_ratio": 0.05,
                "size": size["texture_size"], "num_points": size["num_points"], "seed": 0}
     terms = build_terms({"name": "face_boundary", "activate": {"criterion": landmarks, "part": "group"},
                          "suppress": {"other_landmarks": {"criterion": landmarks, "part": "others", "ratio": 1e-2},

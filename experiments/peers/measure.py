@@ -117,7 +117,8 @@ def ganspace() -> None:
         seconds = time.perf_counter() - started
         few = GANSpace(num_samples=10_000, basis=basis)(Problem(torch.eye(1), generator=toy, space=basis))
         print(f"GANSpace, toyface basis {basis}: 300,000 samples in {seconds:.2f} s; top-10 span of 10,000 samples "
-              f"{angle(few.directions, full.directions):.2f}° from it (top direction {angle(few.directions[:, :1], full.directions[:, :1]):.2f}°)")
+              f"{angle(few.directions, full.directions):.2f}° from it "
+              f"(top direction {angle(few.directions[:, :1], full.directions[:, :1]):.2f}°)")
     g = build_stylegan2(resolution=1024)
     started = time.perf_counter()
     GANSpace()(Problem(torch.eye(1), generator=g, space="w"))

@@ -1,7 +1,8 @@
 """Metrics of one edit x = G(u) -> x' = G(u + t·v), averaged over images (docs/method.md §5).
 
 Each class is a torchmetrics Metric (sums and counts as states) that never syncs across processes: edits are
-scored after the accumulation, by one process. Keep one instance per (direction, step). Images are in ~[0, 1] as criteria see them, landmarks in image pixels.
+scored after the accumulation, by one process. Keep one instance per (direction, step). Images are in ~[0, 1]
+as criteria see them, landmarks in image pixels.
 """
 from __future__ import annotations
 

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ice_exp.checkpoints import (LEGACY_TORCH_MAGIC, ZIP_MAGIC, CheckpointError, MissingCheckpoint, located,
-                                 read_checkpoint, sha256_of)
+from ice_exp.checkpoints import LEGACY_TORCH_MAGIC, ZIP_MAGIC, CheckpointError, MissingCheckpoint, located, read_checkpoint, sha256_of
 from ice_exp.generators.stylegan2.networks import FIR, StyleGAN2Generator
 from ice_exp.generators.stylegan2.safe_pickle import EasyDict, Stub, load_pickle
 from ice_exp.generators.stylegan2.upfirdn import setup_filter

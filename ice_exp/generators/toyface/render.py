@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ice_exp.face_parts import REGIONS
@@ -236,7 +235,8 @@ def render(factors: Tensor, resolution: int, noise: Tensor) -> tuple[Tensor, Sce
     bridge_x = g["nose_x"] + t * (g["nose_tip_x"] - g["nose_x"])
     bridge = torch.maximum((x - bridge_x).abs() - 0.3 * g["nose_w"], torch.maximum(g["eye_y"] + 0.02 - y, y - g["nose_tip_y"]))
     base = _ellipse(x, y, g["nose_tip_x"], g["nose_tip_y"], g["nose_w"], 0.5 * g["nose_w"])
-    layers.append((C["nose"], cover(torch.minimum(bridge, base)), skin - 0.12 - 0.05 * lighting * torch.tanh((x - bridge_x) * 40).unsqueeze(1)))
+    nose_shade = skin - 0.12 - 0.05 * lighting * torch.tanh((x - bridge_x) * 40).unsqueeze(1)
+    layers.append((C["nose"], cover(torch.minimum(bridge, base)), nose_shade))
     for side in (-1, 1):
         nostril = _ellipse(x, y, g["nose_tip_x"] + side * 0.5 * g["nose_w"], g["nose_tip_y"] + 0.15 * g["nose_w"],
                            0.3 * g["nose_w"], 0.18 * g["nose_w"])

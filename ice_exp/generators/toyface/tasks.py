@@ -41,8 +41,8 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     """{task: the factors that follow the task's rule} at the samples z [N, z_dim] of a toyface ``generator``.
 
     Each factor is moved along its own true direction in S (one unit of that factor per unit step, on
-    average over the samples: a face where it saturates does not blow the step up); its pixel change and landmark motion (forward-mode derivatives) are pooled over the
-    samples and checked against every task's rule."""
+    average over the samples: a face where it saturates does not blow the step up); its pixel change and
+    landmark motion (forward-mode derivatives) are pooled over the samples and checked against every task's rule."""
     parser: Parser = OracleParser()
     landmarker = OracleLandmarker()
     s = generator.encode(z, "s").detach()
@@ -83,8 +83,8 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
 def check_world(seed: int, resolution: int = 128, samples: int = 4) -> dict[str, tuple[str, ...]]:
     """The world-validity check: {task: measured group} where it differs from ``TRUE_GROUPS`` (empty: valid).
     Samples are z #0.. of the pool seeded with the world's seed, so every world is checked alike."""
-    from ice_exp.latents import latent_pool
     from ice_exp.generators.toyface.generator import ToyFaceGenerator
+    from ice_exp.latents import latent_pool
 
     generator = ToyFaceGenerator(resolution=resolution, seed=seed)
     measured = measured_groups(generator, latent_pool(seed, samples, generator.z_dim))
