@@ -1,5 +1,5 @@
 """``ice-explain run_dirs=[outputs/a/<time>,outputs/b/<time>]``: explain a classifier inside the subspaces of
-finished discovery runs (ice_exp.counterfactual.runs; config: conf/explain.yaml). The config is checked
+finished discovery runs (ice_exp.explain_runs; config: conf/explain.yaml). The config is checked
 before torch is imported."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ice_exp.config import CONF_DIR, check_config
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
-    from ice_exp.counterfactual.runs import explain_runs  # torch: only after the config passed its checks
+    from ice_exp.explain_runs import explain_runs  # torch: only after the config passed its checks
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     explain_runs(cfg, out_dir)
