@@ -20,7 +20,6 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.counterfactual.search import SearchResult
-from ice_exp.criteria.base import morph
 from ice_exp.criteria.masked_pixels import MaskedPixels
 from ice_exp.criteria.region_colour import RegionColour
 from ice_exp.generators.base import Frame
@@ -61,7 +60,7 @@ def region_mask(name: str, terms: Terms | None, parser: Parser | None, frame: Fr
     if spec is None or parser is None:
         return None
     with torch.no_grad():
-        return morph(parser.region_mask(frame, list(spec["regions"])), spec.get("morphology", "none"), spec.get("ks_ratio", 0.0))
+        return parser.region_mask(frame, list(spec["regions"]), spec.get("morphology", "none"), spec.get("ks_ratio", 0.0))
 
 
 def measure(result: SearchResult, terms: Terms | None = None, mask: Tensor | None = None) -> dict[str, Tensor]:

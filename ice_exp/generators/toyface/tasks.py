@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
-from ice_exp.criteria.base import morph
 from ice_exp.criteria.region_colour import fitted_colour
 from ice_exp.face_parts import LANDMARK_GROUPS, NUM_LANDMARKS
 from ice_exp.generators.toyface.factors import FACTORS
@@ -102,7 +101,7 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     for task, rule in RULES.items():
         with torch.no_grad():
             mask = (parser.region_mask(frame, rule.region, soft=True) if rule.colour_shift
-                    else morph(parser.region_mask(frame, rule.region), "dilate", DILATION))
+                    else parser.region_mask(frame, rule.region, "dilate", DILATION))
         moved = list(LANDMARK_GROUPS[rule.moves]) if rule.moves else []
         others = [i for i in range(NUM_LANDMARKS) if i not in moved]
         members = []
