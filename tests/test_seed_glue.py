@@ -242,3 +242,19 @@ def test_a_mode_change_never_reads_the_other_modes_cached_grams(tmp_path) -> Non
     dirs = {SampleGrams(generator, build_terms(criteria, Analyzers(landmarker=FANLandmarker(1, 32, mode))), "s",
                         cache_dir=tmp_path).cache.dir for mode in ("relu", "seed")}
     assert len(dirs) == 2
+
+
+def test_glue_measurement_runs_on_random_weights() -> None:
+    """experiments/trained_analyzers/glue.py end to end at a tiny size (the numbers mean nothing here)."""
+    from experiments.trained_analyzers.glue import measure
+
+    result = measure(["experiment=toyface/seed/eye_shape", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
+                      "generator.resolution=32", "analyzer.parser.size=32", "criteria.suppress.face_pixels.criterion.size=16",
+                      "space=w"])
+    assert 0 < result["heatmaps"]["negative_pixels"] < 1
+    assert set(result["terms"]) == {"activate", "other_landmarks"}  # the terms that read the landmarker
+    assert result["terms"]["activate"]["lambda_max_ratio"] > 0 and "significant_angle_deg" in result["terms"]["other_landmarks"]
+    (mask,) = result["masks"].values()
+    assert 0 < mask["iou"] <= 1 and 0 < mask["area_seed"] < 1
+    assert all(0 <= a <= 90 for a in result["subspace_angle_deg"].values())
+    assert set(result["directions"]) == {"ours", "fan_seed", "seed"}
