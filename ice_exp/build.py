@@ -39,14 +39,9 @@ def build_analyzers(cfg: DictConfig) -> Analyzers:
 
 
 def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
-    """The factor group to score against: criteria.truth, else the toyface group of criteria.name."""
-    if not hasattr(generator, "true_subspace"):
-        return None
-    if cfg.criteria.get("truth"):
-        return list(cfg.criteria.truth)
-    from ice_exp.generators.toyface.tasks import TRUE_GROUPS
-
-    return list(TRUE_GROUPS.get(cfg.criteria.name, ())) or None
+    """The factor group to score against: the task's toyface truth (criteria.task.truth), on toyface only."""
+    truth = cfg.criteria.task.get("truth") if "task" in cfg.criteria else None
+    return list(truth) if truth and hasattr(generator, "true_subspace") else None
 
 
 def compose_solver(name: str, overrides: list[str]) -> DictConfig:
@@ -68,7 +63,7 @@ def is_rank_zero() -> bool:
 
 
 @dataclass
-class Task:
+class Setup:
     """What a discovery run and a comparison share: the models, the terms and the samples, validated."""
 
     space: str
@@ -81,7 +76,7 @@ class Task:
     truth: list[str] | None  # the true factor group (toyface)
 
 
-def build_task(cfg: DictConfig) -> Task:
+def build_setup(cfg: DictConfig) -> Setup:
     """Check the config's ranges, then build generator, analyzers, terms, engine and samples."""
     check_config(cfg)
     space = check_space(cfg.space)
@@ -92,12 +87,12 @@ def build_task(cfg: DictConfig) -> Task:
     grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
     z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
     z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
-    return Task(space, generator, analyzers, terms, grams, z_train, z_eval, truth_factors(cfg, generator))
+    return Setup(space, generator, analyzers, terms, grams, z_train, z_eval, truth_factors(cfg, generator))
 
 
 @dataclass
-class Discovery(Task):
-    """A built discovery run: the task plus its solver, classifier, logger and records."""
+class Discovery(Setup):
+    """A built discovery run: the setup plus its solver, classifier, logger and records."""
 
     cfg: DictConfig
     solver: Solver
@@ -108,20 +103,20 @@ class Discovery(Task):
 
 
 def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
-    """The task, then the solver, the classifier and the logger; raises before any Jacobian on every wrong
+    """The setup, then the solver, the classifier and the logger; raises before any Jacobian on every wrong
     value (the toyface classifier is trained here on first use)."""
-    task = build_task(cfg)
+    setup = build_setup(cfg)
     solver = instantiate(cfg.solver)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {"space": task.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
+    meta = {"space": setup.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
             "generator": cfg.generator._target_, "config_hash": config_hash(resolved)}
-    checksums = task.generator.weight_checksums()
-    for model in task.analyzers.modules():
+    checksums = setup.generator.weight_checksums()
+    for model in setup.analyzers.modules():
         checksums.update(getattr(model, "weight_checksums", dict)())
     rank_zero, explaining = is_rank_zero(), bool(cfg.get("counterfactual") and cfg.counterfactual.enabled)
     classifier = instantiate(cfg.classifier, _convert_="all") if rank_zero and explaining else None
-    tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{task.space}", f"criteria:{cfg.criteria.name}",
+    tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{setup.space}", f"criteria:{cfg.criteria.name}",
             f"solver:{cfg.solver._target_.split('.')[-1]}"]
     logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, tags, resolved) if rank_zero else None
-    return Discovery(**vars(task), cfg=cfg, solver=solver, classifier=classifier, logger=logger, meta=meta,
+    return Discovery(**vars(setup), cfg=cfg, solver=solver, classifier=classifier, logger=logger, meta=meta,
                      weights_sha256=checksums)

@@ -1,11 +1,14 @@
 """The config: where it lives (``CONF_DIR``) and the range checks of a composed config, before anything heavy
 is imported or computed.
 
-Every check names the key and what is allowed, and all failures are reported together. The apps call
-:func:`check_config` first thing (a wrong value is reported in about a second, before torch and Lightning
-are imported), and the build step calls it again, so that library callers of ``run()`` get the same errors.
-Checks that need the models (criterion regions and groups, spaces, engine modes) stay with the code that
-knows the allowed values; they also run before any Jacobian. docs/config_errors.md lists every case."""
+Keys, types and choices are the schema's (ice_exp/schema.py, registered on import of this module) and fail
+when Hydra composes the config. What a type cannot say is checked here: ranges (a ratio in [0, 1), no NaN),
+cross-key rules (indices inside the pool) and files (the classifier's weights). Every check names the key
+and what is allowed, and all failures are reported together. The apps call :func:`check_config` first thing
+(before torch and Lightning are imported) and the build step calls it again, so that library callers of
+``run()`` get the same errors. Checks that need the models (criterion regions and groups) stay with the
+code that knows the allowed values; they also run before any Jacobian. docs/config_errors.md lists every
+case."""
 from __future__ import annotations
 
 import math
@@ -15,10 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ice_exp import schema  # noqa: F401  (registers the structured configs before any compose)
 from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (run from a checkout)
-NULL_SPACES = ("intersection", "sequential")
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # strategies whose results would stay in the workers
 
 
@@ -56,21 +59,15 @@ def real(low: float | None = None, high: float | None = None, open_low: bool = F
     return check
 
 
-def one_of(*allowed: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in allowed else f"one of {', '.join(allowed)}"
-    return check
-
-
 # key -> check, for keys of the solver configs (conf/solver/*.yaml); a solver without the key skips it
 SOLVER_KEYS: dict[str, Callable[[Any], str | None]] = {
     "rho": real(0, 1), "null_ratio": real(0, 1, optional=True), "intersection_tol": real(0, open_low=True),
-    "null_space": one_of(*NULL_SPACES), "max_directions": integer(1, optional=True), "tau": real(0),
+    "max_directions": integer(1, optional=True), "tau": real(0),
     "lam": real(0, open_low=True), "num_relax": integer(0), "min_removed": integer(0), "num_samples": integer(1),
-    "batch": integer(1), "order": one_of("foreground", "gain"), "torgb": one_of("last", "all", "none"),
+    "batch": integer(1),
 }
 RUN_KEYS: dict[str, Callable[[Any], str | None]] = {
-    "seed": integer(), "samples.seed": integer(), "samples.eval_seed": integer(), "samples.pool": integer(1),
+    "samples.pool": integer(1),
     "samples.eval_num": integer(0), "viz.magnitude": real(0, open_low=True), "viz.directions": integer(1),
 }
 COUNTERFACTUAL_KEYS: dict[str, Callable[[Any], str | None]] = {

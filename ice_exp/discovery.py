@@ -44,12 +44,14 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     with status.stage("accumulate"):
-        grams = accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
-    if grams is None:  # a DDP rank above 0: rank 0 does the rest
+        grams = (accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
+                 if built.solver.needs_grams else {})  # SeFa, GANSpace: no Grams to accumulate
+    if grams is None or not is_rank_zero():  # a DDP rank above 0: rank 0 does the rest
         return {}
 
     with status.stage("solve"):
-        problem = Problem.of(grams, built.terms, built.generator, built.space)
+        problem = Problem.of(grams, built.terms, built.generator, built.space) if grams else \
+            Problem(generator=built.generator, space=built.space)
         solution = built.solver(problem)
     metrics: dict[str, Any] = {"time/discovery_s": time.perf_counter() - started}  # accumulate + solve
 
@@ -66,9 +68,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with status.stage("explain"):
         if built.classifier is not None and solution.directions.shape[1]:
-            subspace = {cfg.criteria.name: (solution, built.meta)}
-            rows = explain(cfg.counterfactual, built.classifier, subspace, built.generator, built.analyzers,
-                           {cfg.criteria.name: built.terms}, out_dir / "counterfactual" if out_dir is not None else None)
+            name, task = cfg.criteria.name, OmegaConf.to_container(cfg.criteria.task)
+            rows = explain(cfg.counterfactual, built.classifier, {name: (solution, built.meta)}, built.generator,
+                           built.analyzers, {name: built.terms}, {name: task},
+                           out_dir / "counterfactual" if out_dir is not None else None)
             metrics |= scalars(rows[0], "counterfactual/")
 
     with status.stage("log"):

@@ -74,10 +74,11 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
 
     truth = generator.true_subspace(factors, space)
     group = factor_index(factors)
-    lam, q = torch.linalg.eigh(problem.activate.double())
-    pca = q[:, -truth.shape[1]:]  # naive baseline: top principal directions of the activate term alone
     out: dict[str, Any] = {"gt/dim_true": truth.shape[1], "gt/dim_found": solution.directions.shape[1]}
-    for prefix, v in (("gt", solution.directions), ("baseline/pca", pca)):
+    scored = [("gt", solution.directions)]
+    if problem.activate is not None:  # naive baseline: top principal directions of the activate term alone
+        scored.append(("baseline/pca", torch.linalg.eigh(problem.activate.double())[1][:, -truth.shape[1]:]))
+    for prefix, v in scored:
         purity = MeanPerDirection(v.shape[1])
         for z in z_eval:
             u = generator.encode(z[None], space)

@@ -3,7 +3,7 @@
 Config shape (``conf/criteria/*.yaml``)::
 
     name: mouth_shape
-    activate: {criterion: {name: landmarks, group: mouth, centred: true}, part: group}
+    activate: {criterion: {_target_: ice_exp.criteria.LandmarkGroup, _partial_: true, group: mouth}, part: group}
     suppress:
       other_landmarks: {criterion: {...}, part: others, ratio: 1e-2}
 
@@ -64,9 +64,9 @@ def _check_ratio(ratio: Any, key: str) -> float:
 
 def build_terms(cfg: dict[str, Any], analyzers: Analyzers) -> Terms:
     """Validate every term and build the criteria; nothing is computed yet."""
-    unknown = sorted(set(cfg) - {"name", "truth", "activate", "suppress"})
+    unknown = sorted(set(cfg) - {"name", "task", "activate", "suppress"})
     if unknown:
-        raise ValueError(f"criteria: unknown keys {unknown}; allowed keys: name, truth, activate, suppress")
+        raise ValueError(f"criteria: unknown keys {unknown}; allowed keys: name, task, activate, suppress")
     if "activate" not in cfg or not cfg["activate"]:
         raise ValueError("criteria.activate: missing; a run needs one activate term {criterion: {...}, part: ...}")
     specs = [(ACTIVATE, cfg["activate"])] + list((cfg.get("suppress") or {}).items())

@@ -16,9 +16,10 @@ from ice_exp.solvers.base import Problem, Solution  # noqa: E402
 
 
 def spectrum_plot(problem: Problem, solution: Solution, path: Path, rho: float | None = None) -> None:
-    """Normalised eigenvalues of every term (with each suppress ratio) and the solution's σ."""
+    """Normalised eigenvalues of every term (with each suppress ratio; none without Grams) and the solution's σ."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    curves = [("activate (PCA)", problem.activate, None)] + [(t.name, t.gram, t.ratio) for t in problem.suppress]
+    curves = [("activate (PCA)", problem.activate, None)] if problem.activate is not None else []
+    curves += [(t.name, t.gram, t.ratio) for t in problem.suppress]
     for name, gram, ratio in curves:
         lam = torch.linalg.eigvalsh(gram.double()).flip(0).clamp_min(1e-18)
         line, = ax.semilogy((lam / lam[0]).cpu().numpy(), label=name)

@@ -15,7 +15,7 @@ from ice_exp.build import build_analyzers
 from ice_exp.config import CONF_DIR
 from ice_exp.counterfactual.classifiers import (CELEBA_ATTRIBUTES, CelebAAttrResNet50, Classifier, ImageTransform,
                                                 celeba_attr_resnet50, load_celeba_classifier, load_checkpoint)
-from ice_exp.apps.explain import explain_runs
+from ice_exp.counterfactual.runs import explain_runs
 from ice_exp.counterfactual.explain import explain, log_explanation
 from ice_exp.counterfactual.measures import mnac
 from ice_exp.counterfactual.search import SearchConfig, counterfactual_search
@@ -117,7 +117,8 @@ def test_rule_subspaces_flip_the_classifier_and_rank_first(classifier, cache_dir
     terms = {task: build_terms(OmegaConf.to_container(main_config(f"criteria={name}").criteria, resolve=True), analyzers)
              for task, name in CRITERIA_FILES.items()}
     logger = RecordingLogger()
-    rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers, terms, tmp_path, z=z)
+    tasks = {task: OmegaConf.to_container(main_config(f"criteria={name}").criteria.task) for task, name in CRITERIA_FILES.items()}
+    rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers, terms, tasks, tmp_path, z=z)
     log_explanation(logger, rows, tmp_path)
     flip = {r["subspace"]: r["flip_rate"] for r in rows}
     print("\n" + (tmp_path / "table.md").read_text())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ice_exp.discovery import run
 from tests.conftest import make_config
@@ -68,7 +69,9 @@ def test_stylegan2_experiment_runs_with_random_weights(criteria, tmp_path):
     cfg = make_config("experiment=stylegan2/face_boundary", f"criteria={criteria}", *RANDOM_WORLD,
                       "samples.indices=[0]", "samples.eval_num=0")
     metrics = run(cfg, tmp_path)
-    assert metrics["solver/num_directions"] >= 0 and (tmp_path / "subspace.safetensors").is_file()
+    directions = load_file(str(tmp_path / "subspace.safetensors"))["directions"].double()
+    assert directions.shape[1] == metrics["solver/num_directions"] == len(metrics["solver/sigma"])
+    assert torch.allclose(directions.T @ directions, torch.eye(directions.shape[1], dtype=torch.float64), atol=1e-5)
 
 
 def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):

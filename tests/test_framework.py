@@ -74,26 +74,6 @@ def test_solution_is_empty_when_suppression_kills_the_target():
     assert sol.directions.shape[1] == 0
 
 
-@pytest.mark.parametrize("override, key, allowed", [
-    ("criteria.suppress.outside_mouth.criterion.regions=[mouth,lipz]", "regions", "u_lip"),
-    ("criteria.activate.criterion.group=mouths", "group", "inner_lip"),
-    ("criteria.suppress.other_landmarks.ratio=1.5", "criteria.suppress.other_landmarks.ratio", "(0, 1)"),
-    ("criteria.suppress.other_landmarks.ratio=0", "criteria.suppress.other_landmarks.ratio", "(0, 1)"),
-    ("space=q", "space", "z, w, wp, s"),
-    ("criteria.activate.part=everything", "criteria.activate.part", "group, others"),
-    ("engine.mode=fast", "engine.mode", "loop"),
-    ("+criteria.suppress.other_landmarks.criterion.colour=red", "unknown keys", "group"),
-])
-def test_bad_configs_fail_before_any_compute(override, key, allowed, monkeypatch, tmp_path):
-    def no_compute(*args, **kwargs):
-        raise AssertionError("a Jacobian was computed before the config was validated")
-
-    monkeypatch.setattr(grams, "sample_grams", no_compute)
-    with pytest.raises(ValueError) as err:
-        run(make_config(override, "generator.resolution=32"), tmp_path)
-    assert key in str(err.value) and allowed in str(err.value), str(err.value)
-
-
 def test_empty_region_gives_a_clear_error(tmp_path):
     cfg = make_config("criteria.suppress.outside_mouth.criterion.regions=[hat]", "generator.resolution=32")
     with pytest.raises(ValueError, match=r"mask is empty on batch item"):
@@ -164,4 +144,4 @@ def test_wandb_offline_run_is_recorded_without_an_api_key(tmp_path, monkeypatch)
 def test_reduced_precision_run_reports_its_measured_error(tmp_path):
     metrics = run(make_config("engine.precision=bf16", "generator.resolution=32", "samples.indices=[0]"), tmp_path)
     angles = [v for k, v in metrics.items() if k.startswith("engine/precision_angle_deg/")]
-    assert len(angles) == 2 and all(a >= 0 for a in angles)
+    assert len(angles) == 2 and all(0 < a < 20 for a in angles), angles  # bf16 moves the eigenspaces, a little

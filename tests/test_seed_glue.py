@@ -238,7 +238,8 @@ def test_one_override_per_analyzer_selects_the_seed_glue() -> None:
 
 def test_a_mode_change_never_reads_the_other_modes_cached_grams(tmp_path) -> None:
     generator = ToyFaceGenerator(resolution=32)
-    criteria = {"name": "eyes", "activate": {"criterion": {"name": "landmarks", "group": "eyes"}, "part": "group"}}
+    landmarks = {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "eyes"}
+    criteria = {"name": "eyes", "activate": {"criterion": landmarks, "part": "group"}}
     dirs = {SampleGrams(generator, build_terms(criteria, Analyzers(landmarker=FANLandmarker(1, 32, mode))), "s",
                         cache_dir=tmp_path).cache.dir for mode in ("relu", "seed")}
     assert len(dirs) == 2

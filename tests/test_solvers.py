@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from ice_exp.apps.compare import compare
+from ice_exp.comparison import compare
 from ice_exp.config import CONF_DIR
 from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.stylegan2 import build_stylegan2

@@ -170,7 +170,7 @@ def test_texture_subsampling_is_seeded_and_sized() -> None:
 def test_texture_with_fan_works_under_torch_func() -> None:
     """Built by name from the registry with a (random-weight) FAN: jvp and vmap-over-vjp agree."""
     analyzers = Analyzers(parser=SceneParser(), landmarker=FANLandmarker(num_modules=1, size=64))
-    crit = build_criterion({"name": "texture", "regions": ["skin"], "size": 32, "num_points": 32}, analyzers)
+    crit = build_criterion({"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["skin"], "size": 32, "num_points": 32}, analyzers)
     probs = disk_probs(R, 20.0).float()
     x = torch.rand(1, 3, R, R)
     state = crit.prepare(Frame(x, {"probs": probs}))
@@ -185,7 +185,7 @@ def test_texture_with_fan_works_under_torch_func() -> None:
 
 
 def test_high_frequency_parts_sum_back_to_the_image() -> None:
-    crit = build_criterion({"name": "high_frequency", "cutoff": 8, "size": 32}, Analyzers())
+    crit = build_criterion({"_target_": "ice_exp.criteria.HighFrequency", "cutoff": 8, "size": 32}, Analyzers())
     x = torch.rand(2, 3, R, R)
     parts = crit(Frame(x), crit.prepare(Frame(x)))
     assert parts["high"].shape == parts["low"].shape == (2, 3 * 32 * 32)
@@ -193,14 +193,14 @@ def test_high_frequency_parts_sum_back_to_the_image() -> None:
     flat = crit(Frame(torch.full((1, 3, R, R), 0.3)), {})
     assert flat["high"].abs().max() < 1e-6  # a constant image has no detail
     with pytest.raises(ValueError, match="cutoff"):
-        build_criterion({"name": "high_frequency", "cutoff": 0}, Analyzers())
+        build_criterion({"_target_": "ice_exp.criteria.HighFrequency", "cutoff": 0}, Analyzers())
 
 
 def test_identity_embedding_has_unit_norm() -> None:
-    crit = build_criterion({"name": "identity"}, Analyzers(identity=ArcFaceIdentity(depth=18)))
+    crit = build_criterion({"_target_": "ice_exp.criteria.IdentityEmbedding", "_partial_": True}, Analyzers(identity=ArcFaceIdentity(depth=18)))
     x = torch.rand(2, 3, R, R)
     embedding = crit(Frame(x), crit.prepare(Frame(x)))["embedding"]
     assert embedding.shape == (2, 512)
     assert torch.allclose(embedding.norm(dim=1), torch.ones(2), atol=1e-5)
     with pytest.raises(ValueError, match="identity"):
-        build_criterion({"name": "identity"}, Analyzers())
+        build_criterion({"_target_": "ice_exp.criteria.IdentityEmbedding", "_partial_": True}, Analyzers())

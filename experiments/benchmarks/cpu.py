@@ -40,10 +40,10 @@ def cases() -> list[Case]:
     sg2 = build_stylegan2(**{k: v for k, v in OmegaConf.to_container(sg2).items() if k != "_target_"})
     return [
         case("toyface 64px, masked_pixels outside (3072 x 192)", ToyFaceGenerator(resolution=64),
-             {"name": "masked_pixels", "regions": ["mouth_all"], "morphology": "dilate", "ks_ratio": 0.1, "size": 32},
+             {"_target_": "ice_exp.criteria.MaskedPixels", "_partial_": True, "regions": ["mouth_all"], "morphology": "dilate", "ks_ratio": 0.1, "size": 32},
              "outside", 1e-3, oracles),
         case(f"random StyleGAN2 {sg2.resolution}px, high_frequency (3072 x {sg2.s_dim})", sg2,
-             {"name": "high_frequency", "cutoff": 8, "size": 32}, "high", 1e-3, Analyzers()),
+             {"_target_": "ice_exp.criteria.HighFrequency", "cutoff": 8, "size": 32}, "high", 1e-3, Analyzers()),
     ]
 
 

@@ -73,8 +73,8 @@ def face_boundary(size: dict[str, Any], device: torch.device) -> tuple[torch.nn.
         generator = build_stylegan2(resolution=size["resolution"], **size["sg2"]).to(device)
         landmarker = FANLandmarker(size["fan_modules"], size["fan_size"]).to(device)
     analyzers = Analyzers(parser=EllipseParser().to(device), landmarker=landmarker)
-    landmarks = {"name": "landmarks", "group": "jaw"}
-    texture = {"name": "texture", "regions": ["head"], "morphology": "erode", "ks_ratio": 0.05,
+    landmarks = {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "jaw"}
+    texture = {"_target_": "ice_exp.criteria.LandmarkTexture", "_partial_": True, "regions": ["head"], "morphology": "erode", "ks_ratio": 0.05,
                "size": size["texture_size"], "num_points": size["num_points"], "seed": 0}
     terms = build_terms({"name": "face_boundary", "activate": {"criterion": landmarks, "part": "group"},
                          "suppress": {"other_landmarks": {"criterion": landmarks, "part": "others", "ratio": 1e-2},
@@ -97,8 +97,8 @@ def forward_flops(generator: torch.nn.Module, terms: Terms, u: Tensor) -> dict[s
 
 
 def name_of(criterion_key: str) -> str:
-    """The criterion's name from its key (the JSON of its config)."""
-    return json.loads(criterion_key)["name"]
+    """The criterion's class name from its key (the JSON of its config)."""
+    return json.loads(criterion_key)["_target_"].rsplit(".", 1)[-1]
 
 
 def run_engine(engine: str, generator: torch.nn.Module, terms: Terms, u: Tensor, rank: int, loop_subset: int

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from ice_exp.build import build_task
+from ice_exp.build import build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.stylegan2 import build_stylegan2
@@ -70,7 +70,7 @@ def reference_rpca(m: np.ndarray, lam: float = 1 / 60, max_iter: int = 10000) ->
 def toyface_problem(overrides: list[str]) -> Problem:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("compare", overrides=["logger=none", *overrides])
-    task = build_task(cfg)
+    task = build_setup(cfg)
     return Problem.of(accumulate(task.grams, task.z_train), task.terms, task.generator, task.space)
 
 

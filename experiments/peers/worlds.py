@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from ice_exp.apps.compare import compare
+from ice_exp.comparison import compare
 from ice_exp.config import CONF_DIR
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS
 

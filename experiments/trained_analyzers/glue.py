@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.fan import FANLandmarker
-from ice_exp.build import Task, build_task
+from ice_exp.build import Setup, build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.base import Frame
@@ -50,19 +50,19 @@ GLUES = {  # build name -> (analyzer.landmarker.heatmap_mode, analyzer.parser.ma
 }
 
 
-def build(overrides: list[str], glue: str) -> tuple[Any, Task, dict[str, Tensor]]:
-    """The run's config, task and accumulated Grams with one glue."""
+def build(overrides: list[str], glue: str) -> tuple[Any, Setup, dict[str, Tensor]]:
+    """The run's config, setup and accumulated Grams with one glue."""
     heatmap, mask = GLUES[glue]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", *overrides,
                                            f"analyzer.landmarker.heatmap_mode={heatmap}", f"analyzer.parser.mask_mode={mask}"])
-    task = build_task(cfg)
-    return cfg, task, accumulate(task.grams, task.z_train)
+    setup = build_setup(cfg)
+    return cfg, setup, accumulate(setup.grams, setup.z_train)
 
 
-def frames(task: Task) -> Frame:
+def frames(setup: Setup) -> Frame:
     with torch.no_grad():
-        return task.generator.decode(task.generator.encode(task.z_train, task.space), task.space)
+        return setup.generator.decode(setup.generator.encode(setup.z_train, setup.space), setup.space)
 
 
 def heatmap_background(landmarker: Landmarker, frame: Frame) -> dict[str, float]:
@@ -82,11 +82,11 @@ def top(gram: Tensor) -> tuple[float, Tensor]:
     return float(lam[-1]), q[:, -1:]
 
 
-def term_changes(task: Task, ours: dict[str, Tensor], other: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+def term_changes(setup: Setup, ours: dict[str, Tensor], other: dict[str, Tensor]) -> dict[str, dict[str, float]]:
     """Per term whose criterion reads the landmarker: how its Gram moves from ``ours`` to ``other``."""
     rows = {}
-    for term in task.terms.terms:
-        if not any(isinstance(m, Landmarker) for m in task.terms.criteria[term.criterion].modules()):
+    for term in setup.terms.terms:
+        if not any(isinstance(m, Landmarker) for m in setup.terms.criteria[term.criterion].modules()):
             continue
         (lam_a, v_a), (lam_b, v_b) = top(ours[term.name]), top(other[term.name])
         row = {"lambda_max_ratio": lam_b / lam_a, "top_vector_angle_deg": float(principal_angles(v_a, v_b).max())}
@@ -97,7 +97,7 @@ def term_changes(task: Task, ours: dict[str, Tensor], other: dict[str, Tensor]) 
     return rows
 
 
-def mask_changes(ours: Task, seed: Task, frame: Frame) -> dict[str, dict[str, float]]:
+def mask_changes(ours: Setup, seed: Setup, frame: Frame) -> dict[str, dict[str, float]]:
     """Per region spec (regions, morphology, ks_ratio) of the task's criteria: image vs seed masks."""
     rows = {}
     for criterion in ours.terms.criteria.values():
@@ -105,7 +105,7 @@ def mask_changes(ours: Task, seed: Task, frame: Frame) -> dict[str, dict[str, fl
             continue
         spec = (criterion.regions, getattr(criterion, "morphology", "none"), getattr(criterion, "ks_ratio", 0.0))
         with torch.no_grad():
-            a, b = (task.analyzers.parser.region_mask(frame, *spec) for task in (ours, seed))
+            a, b = (setup.analyzers.parser.region_mask(frame, *spec) for setup in (ours, seed))
         area_a, area_b = float(a.mean()), float(b.mean())
         rows[f"{'+'.join(spec[0])} {spec[1]} {spec[2]:g}"] = {
             "area_image": area_a, "area_seed": area_b, "image_over_seed_area": area_a / area_b - 1,
@@ -113,8 +113,8 @@ def mask_changes(ours: Task, seed: Task, frame: Frame) -> dict[str, dict[str, fl
     return rows
 
 
-def subspace(cfg: Any, task: Task, grams: dict[str, Tensor]) -> Tensor:
-    return instantiate(cfg.solver)(Problem.of(grams, task.terms, task.generator, task.space)).directions
+def subspace(cfg: Any, setup: Setup, grams: dict[str, Tensor]) -> Tensor:
+    return instantiate(cfg.solver)(Problem.of(grams, setup.terms, setup.generator, setup.space)).directions
 
 
 def measure(overrides: list[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import sys
 import torch
 from hydra import compose, initialize_config_dir
 
-from ice_exp.build import build_task
+from ice_exp.build import build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.toyface.factors import FACTORS
@@ -26,7 +26,7 @@ from ice_exp.solvers.base import Problem
 def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", *overrides])
-    task = build_task(cfg)
+    task = build_setup(cfg)
     generator, z, truth = task.generator, task.z_train, task.truth or []
     problem = Problem.of(accumulate(task.grams, z), task.terms, generator, task.space)
     grams = [("activate", problem.activate, None)] + [(t.name, t.gram, t.ratio) for t in problem.suppress]

@@ -1,190 +1,24 @@
 """``ice-compare`` (= ``python -m ice_exp.compare [overrides]``): every solver on the same task, scored alike,
-in one table.
-
-The Grams are accumulated once over the training samples by the discovery run's accumulation (engine
-options, Gram cache, trainer and DDP as there); every solver of ``compare.solvers`` (conf/solver/<name>.yaml,
-composed by Hydra, so ``solver.<key>=`` overrides apply to each solver that has the key) and a random
-baseline (as many random unit directions as ICE's early projection found, at least one) then solve the same
-Problem and are scored on the held-out samples:
-- ``eval/gain``, ``eval/leak/<term>``: change per unit step relative to random directions (ice_exp.evaluation);
-- ``gt/*`` (toyface): largest principal angle to the true subspace, mean purity, dimensions;
-- at each step t = step·viz.magnitude, averaged over directions and samples (ice_exp.metrics.edit):
-  ``change/<term>@t`` (‖Δc‖²), ``locality@t`` (share of the pixel change inside the target region),
-  ``split@t`` (target / other landmark motion), ``identity@t`` and ``fva@t`` (with an identity model).
-Writes compare.md, compare.csv and compare.json (with per-direction values) to the run directory.
-"""
+in one table (ice_exp.comparison; config: conf/compare.yaml). The config is checked before torch is imported."""
 from __future__ import annotations
 
-import csv
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from omegaconf import DictConfig
 
-from ice_exp.analyzers import Analyzers
-from ice_exp.build import build_task, compose_solver
 from ice_exp.config import CONF_DIR, check_config
-from ice_exp.engine.accumulate import accumulate
-from ice_exp.evaluation import evaluate, ground_truth, random_directions
-from ice_exp.face_parts import landmark_group
-from ice_exp.generators.base import Generator
-from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
-from ice_exp.records import write_json
-from ice_exp.solvers.base import Problem, Solution
-from ice_exp.solvers.ice import EarlyProjection
-from ice_exp.terms import Terms
-from ice_exp.tracking import make_logger
 
 log = logging.getLogger(__name__)
-
-# parser regions whose pixels a landmark group's edit should stay in (for the locality metric)
-GROUP_REGIONS: dict[str, list[str]] = {"mouth": ["mouth_all"], "outer_lip": ["mouth_all"], "inner_lip": ["mouth_all"],
-                                       "eyes": ["eyes"], "left_eye": ["l_eye"], "right_eye": ["r_eye"],
-                                       "brows": ["brows"], "nose": ["nose"]}
-# which value of each edit metric the table reports, under which name (term changes: change/<term>)
-REPORTED: dict[str, dict[str, str]] = {"locality": {"ratio": "locality"}, "split": {"split": "split"},
-                                       "identity": {"cosine": "identity", "fva": "fva"}}
-
-
-def edit_scores(generator: Generator, terms: Terms, analyzers: Analyzers, space: str, directions: Tensor,
-                z_eval: Tensor, steps: list[float], regions: list[str] | None, group: list[int] | None
-                ) -> dict[str, list[float]]:
-    """{'<metric>@<step>': value per direction} of the edits u -> u + step·v over the samples z_eval."""
-    split = bool(group) and analyzers.landmarker is not None
-    meters: dict[tuple[int, float], dict[str, Any]] = {}
-    for k in range(directions.shape[1]):
-        for step in steps:
-            meters[k, step] = {f"change/{t.name}": TermChange() for t in terms.terms}
-            if regions:
-                meters[k, step]["locality"] = PixelLocality()
-            if split:
-                meters[k, step]["split"] = LandmarkSplit(group)
-            if analyzers.identity is not None:
-                meters[k, step]["identity"] = IdentityCosine()
-    with torch.no_grad():
-        for z in z_eval:
-            u = generator.encode(z[None], space)
-            frame = generator.decode(u, space)
-            states = {key: c.prepare(frame) for key, c in terms.criteria.items()}
-            outputs = lambda f: {key: terms.outputs(key, f, states[key]) for key in terms.criteria}  # noqa: E731
-            before = outputs(frame)
-            mask = analyzers.parser.region_mask(frame, regions) if regions else None
-            points = analyzers.landmarker(frame) if split else None
-            identity = analyzers.identity(frame) if analyzers.identity is not None else None
-            for (k, step), m in meters.items():
-                edited = generator.decode(u + step * directions[:, k].to(u), space)
-                after = outputs(edited)
-                for t in terms.terms:
-                    m[f"change/{t.name}"].update(before[t.criterion][t.part], after[t.criterion][t.part])
-                if mask is not None:
-                    m["locality"].update(frame.image, edited.image, mask)
-                if points is not None:
-                    m["split"].update(points, analyzers.landmarker(edited))
-                if identity is not None:
-                    m["identity"].update(identity, analyzers.identity(edited))
-    out: dict[str, list[float]] = {}
-    for (k, step), m in meters.items():
-        for key, meter in m.items():
-            values = meter.compute()
-            labels = REPORTED.get(key, {"change": key})
-            for name, value in ((label, values[v]) for v, label in labels.items()):
-                out.setdefault(f"{name}@{step:g}", [float("nan")] * directions.shape[1])[k] = value
-    return out
-
-
-def _target(cfg: DictConfig) -> tuple[list[str] | None, list[int] | None]:
-    """Locality regions and landmark group: compare.* when set, else from the activate criterion."""
-    criterion = dict(cfg.criteria.activate.criterion)
-    group_name = cfg.compare.landmark_group or (criterion.get("group") if criterion.get("name") == "landmarks" else None)
-    regions = cfg.compare.regions or criterion.get("regions") or GROUP_REGIONS.get(group_name or "")
-    return (list(regions) if regions else None), (list(landmark_group(group_name)) if group_name else None)
-
-
-def _cut(solution: Solution, k: int | None) -> Solution:
-    return Solution(solution.sigma[:k], solution.directions[:, :k]) if k else solution
-
-
-def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Build the task, solve it with every solver, score each; returns one row per solver (none on DDP
-    ranks above 0). ``overrides`` are the command line's (its ``solver.<key>=`` ones reach every solver)."""
-    task = build_task(cfg)
-    solvers = {name: instantiate(compose_solver(name, overrides or [])) for name in cfg.compare.solvers}
-    regions, group = _target(cfg)
-    steps = [float(s) * cfg.viz.magnitude for s in cfg.compare.steps]
-    generator, terms, space, z_eval = task.generator, task.terms, task.space, task.z_eval
-
-    started = time.perf_counter()
-    grams = accumulate(task.grams, task.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
-    if grams is None:  # a DDP rank above 0: rank 0 compares
-        return []
-    problem = Problem.of(grams, terms, generator, space)
-    grams_s = time.perf_counter() - started
-    rows = []
-    for name, solver in [*solvers.items(), ("random", None)]:
-        started = time.perf_counter()
-        if solver is None:
-            count = max(1, EarlyProjection()(problem).directions.shape[1])
-            solution = Solution(torch.zeros(count, dtype=torch.float64), random_directions(problem.activate.shape[0], count, cfg.seed + 1))
-        else:
-            solution = solver(problem)
-        solution = _cut(solution, cfg.compare.max_directions)
-        row: dict[str, Any] = {"solver": name, "directions": solution.directions.shape[1],
-                               "solve_s": time.perf_counter() - started, "grams_s": grams_s}
-        if solution.directions.shape[1]:
-            row.update(evaluate(generator, terms, space, solution, z_eval))
-            if task.truth:
-                row.update(ground_truth(generator, space, task.truth, solution, problem, z_eval))
-            row.update(edit_scores(generator, terms, task.analyzers, space, solution.directions, z_eval, steps, regions, group))
-        rows.append(row)
-        log.info("%s: %d directions in %.2f s", name, row["directions"], row["solve_s"])
-    if out_dir is not None:
-        write_table(rows, out_dir, cfg)
-    return rows
-
-
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """A row's table cells: scalars as they are, per-direction lists averaged, the baseline's dropped."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if key.startswith("baseline/") or key.endswith("_per_direction") or key == "gt/principal_angles_deg":
-            continue
-        out[key] = sum(value) / len(value) if isinstance(value, list) and value else value
-    return out
-
-
-def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig) -> None:
-    """compare.md, compare.csv, compare.json in ``out_dir``, and a W&B table when a logger is configured."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = [summary(r) for r in rows]
-    columns = list(dict.fromkeys(k for r in table for k in r))
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in table]
-    title = f"# compare: {cfg.criteria.name}, space {cfg.space}, generator {cfg.generator._target_.split('.')[-1]}\n\n"
-    (out_dir / "compare.md").write_text(title + "\n".join(lines) + "\n")
-    with open(out_dir / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
-    write_json(out_dir / "compare.json", {"rows": rows})
-    logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None, out_dir,
-                         f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
-                         OmegaConf.to_container(cfg, resolve=True))
-    if logger is not None:
-        logger.log_table("compare", columns=columns, data=[[r.get(c) for c in columns] for r in table])
-        logger.experiment.finish()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
+    from ice_exp.comparison import compare  # torch and Lightning: only after the config passed its checks
+
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     compare(cfg, out_dir, list(HydraConfig.get().overrides.task))
     log.info("table in %s", out_dir / "compare.md")

@@ -68,10 +68,12 @@ class Shown:
 
 
 def explain(cf: DictConfig, classifier: Classifier, subspaces: Subspaces, generator: Generator, analyzers: Analyzers,
-            terms_by_name: dict[str, Terms], out_dir: Path | None, z: Tensor | None = None) -> list[dict[str, Any]]:
+            terms_by_name: dict[str, Terms], tasks: dict[str, Any], out_dir: Path | None, z: Tensor | None = None
+            ) -> list[dict[str, Any]]:
     """Explain ``classifier`` in each subspace {name: (Solution, meta with 'space')} with the search
     settings ``cf`` (conf/counterfactual); returns the ranked table rows (one dict per subspace).
-    ``terms_by_name`` holds each discovery run's terms (their changes are measured; may be empty); nothing
+    ``terms_by_name`` holds each discovery run's terms (their changes are measured; may be empty), ``tasks``
+    its task (conf/task: the region of the locality measures; may be empty); nothing
     is written when ``out_dir`` is None. ``z`` [N, z_dim] chooses the faces to explain (default:
     ``num_samples`` draws under ``sample_seed``); they are searched in batches of ``batch_size`` (null: all
     at once)."""
@@ -80,7 +82,6 @@ def explain(cf: DictConfig, classifier: Classifier, subspaces: Subspaces, genera
     reference = next(itertools.chain(generator.parameters(), generator.buffers()))
     classifier = classifier.to(reference.device, reference.dtype)
     z = latent_pool(cf.sample_seed, cf.num_samples, generator.z_dim) if z is None else z
-    regions = OmegaConf.to_container(cf.regions, resolve=True) if cf.get("regions") else {}
     batch, grid = cf.batch_size or len(z), min(cf.grid_samples, len(z))
 
     rows, records, shown = [], [], {}
@@ -90,7 +91,7 @@ def explain(cf: DictConfig, classifier: Classifier, subspaces: Subspaces, genera
         for start, chunk in zip(range(0, len(z), batch), z.split(batch)):
             result = counterfactual_search(generator, classifier, generator.encode(chunk, space).detach(), space,
                                            solution.directions, settings)
-            measures = measure(result, terms, region_mask(name, terms, analyzers.parser, result.frame_before, regions))
+            measures = measure(result, terms, region_mask(tasks.get(name), analyzers.parser, result.frame_before))
             summary.update(measures)
             records += [{"subspace": name, "sample": start + i, **{k: float(v[i]) for k, v in measures.items()}}
                         for i in range(len(chunk))]

@@ -6,7 +6,7 @@
 - ``norm_du``: ‖Δu‖ = ‖B λ‖ in the subspace's latent space (proximity).
 - ``pixel_l1``: mean over pixels and channels of |x' − x| (x in ~[0, 1]; resolution-independent).
 - ``locality`` = ΣD·M / ΣD with D = mean over channels |x' − x| and M the hard mask of the subspace's
-  region on x; ``change_in`` / ``change_out`` = mean D inside / outside M (nan without a region).
+  task region on x (conf/task: its regions, dilated); ``change_in`` / ``change_out`` = mean D inside / outside M (nan without a region).
 - ``mnac``: with several heads, the number of other heads whose thresholded (argmax) prediction changed.
 - ``change/<term>``: ‖c_t(x') − c_t(x)‖ of every term of the discovery run (activate and suppress), with the
   criterion's constants (masks, boxes) prepared on x as in discovery.
@@ -20,8 +20,6 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.counterfactual.search import SearchResult
-from ice_exp.criteria.masked_pixels import MaskedPixels
-from ice_exp.criteria.region_colour import RegionColour
 from ice_exp.generators.base import Frame
 from ice_exp.metrics.edit import locality, pixel_change
 from ice_exp.terms import Terms
@@ -46,21 +44,13 @@ def term_changes(terms: Terms, before: Frame, after: Frame) -> dict[str, Tensor]
     return out
 
 
-def region_mask(name: str, terms: Terms | None, parser: Parser | None, frame: Frame,
-                regions: dict[str, Any]) -> Tensor | None:
-    """M [B, 1, R, R]: the activate criterion's own mask when it has one (masked_pixels, region_colour:
-    the region the run declared, after its morphology), else the parser's mask of ``regions[name]``
-    ({regions, morphology, ks_ratio}); None when neither applies."""
-    if terms is not None:
-        activate = terms.criteria[terms.activate.criterion]
-        if isinstance(activate, (MaskedPixels, RegionColour)):
-            with torch.no_grad():
-                return activate.prepare(frame)["mask"]
-    spec = regions.get(name)
-    if spec is None or parser is None:
+def region_mask(task: Any | None, parser: Parser | None, frame: Frame) -> Tensor | None:
+    """M [B, 1, R, R]: the parser's mask of the task's region (conf/task), dilated as the task says; None
+    without a task or a parser."""
+    if task is None or parser is None:
         return None
     with torch.no_grad():
-        return parser.region_mask(frame, list(spec["regions"]), spec.get("morphology", "none"), spec.get("ks_ratio", 0.0))
+        return parser.region_mask(frame, list(task["region"]), "dilate", task["dilation"])
 
 
 def measure(result: SearchResult, terms: Terms | None = None, mask: Tensor | None = None) -> dict[str, Tensor]:

@@ -1,8 +1,13 @@
-"""Criteria registry: configs name a criterion and give its keyword arguments."""
+"""Criteria: configs build them by ``_target_`` (``ice_exp.criteria.<Class>``); a criterion that reads an
+analyzer is a ``_partial_`` config and gets the run's analyzers it names in ``needs``."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 
 from ice_exp.analyzers import Analyzers
 from ice_exp.criteria.base import Criterion
@@ -13,29 +18,23 @@ from ice_exp.criteria.masked_pixels import MaskedPixels
 from ice_exp.criteria.region_colour import RegionColour
 from ice_exp.criteria.texture import LandmarkTexture
 
-# name -> (class, the analyzer argument(s) it takes: attribute(s) of Analyzers, or None)
-REGISTRY: dict[str, tuple[type[Criterion], str | tuple[str, ...] | None]] = {
-    "masked_pixels": (MaskedPixels, "parser"),
-    "landmarks": (LandmarkGroup, "landmarker"),
-    "region_colour": (RegionColour, "parser"),
-    "high_frequency": (HighFrequency, None),
-    "identity": (IdentityEmbedding, "identity"),
-    "texture": (LandmarkTexture, ("parser", "landmarker")),
-}
+__all__ = ["Criterion", "HighFrequency", "IdentityEmbedding", "LandmarkGroup", "LandmarkTexture", "MaskedPixels",
+           "RegionColour", "build_criterion"]
 
 
 def build_criterion(cfg: dict[str, Any], analyzers: Analyzers, key: str = "criterion") -> Criterion:
-    """Build from ``{name: ..., **kwargs}``; unknown names or keys fail with the allowed values."""
-    cfg = dict(cfg)
-    name = cfg.pop("name", None)
-    if name not in REGISTRY:
-        raise ValueError(f"{key}.name: unknown criterion {name!r}; allowed values: {', '.join(REGISTRY)}")
-    cls, needs = REGISTRY[name]
-    needs = (needs,) if isinstance(needs, str) else tuple(needs or ())
-    params = [p for p in list(inspect.signature(cls.__init__).parameters)[1:] if p not in needs]
-    unknown = sorted(set(cfg) - set(params))
-    if unknown:
-        raise ValueError(f"{key}: unknown keys {unknown} for criterion {name!r}; allowed keys: {params}")
-    for analyzer in needs:
-        cfg[analyzer] = analyzers.get(analyzer, key)
-    return cls(**cfg)
+    """Instantiate ``cfg`` and hand it the analyzers it needs; every failure names ``key`` and what is allowed."""
+    allowed = ", ".join(f"ice_exp.criteria.{name}" for name in __all__[1:-1])
+    target = cfg.get("_target_")
+    try:
+        cls = get_object(str(target))
+    except Exception as error:
+        raise ValueError(f"{key}._target_: cannot import {target!r}; allowed values: {allowed}") from error
+    if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+        raise ValueError(f"{key}._target_: {target!r} is not a criterion; allowed values: {allowed}")
+    try:
+        made = instantiate(cfg)
+        return made(**{name: analyzers.get(name, key) for name in cls.needs}) if isinstance(made, functools.partial) else made
+    except (InstantiationException, TypeError) as error:
+        keys = [p for p in list(inspect.signature(cls.__init__).parameters)[1:] if p not in cls.needs]
+        raise ValueError(f"{key}: {error}; allowed keys: {', '.join(keys)}") from error

@@ -22,6 +22,7 @@ class Criterion(nn.Module):
     """Subclasses set ``parts`` and implement ``prepare`` and ``forward``."""
 
     parts: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # the analyzers (Analyzers fields) its constructor takes; configs give the rest
 
     def prepare(self, frame: Frame) -> State:
         """Constants of the base frame (called under no_grad)."""

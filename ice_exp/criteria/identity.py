@@ -15,6 +15,7 @@ class IdentityEmbedding(Criterion):
     recogniser (including adversarial noise) rather than a visible edit."""
 
     parts = ("embedding",)
+    needs = ("identity",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, identity: nn.Module) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ class LandmarkGroup(Criterion):
     shift of the group does not count as a change of its shape."""
 
     parts = ("group", "others")
+    needs = ("landmarker",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, landmarker: Landmarker, group: str, centred: bool = False) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ class MaskedPixels(Criterion):
     """
 
     parts = ("inside", "outside")
+    needs = ("parser",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, parser: Parser, regions: list[str], morphology: str = "none", ks_ratio: float = 0.05,
                  size: int = 64, crop: bool = True) -> None:

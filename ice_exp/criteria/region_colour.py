@@ -30,6 +30,7 @@ class RegionColour(Criterion):
     hard masks, so ``soft`` is refused there."""
 
     parts = ("mean", "residual")
+    needs = ("parser",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, parser: Parser, regions: list[str], size: int = 64, soft: bool = False) -> None:
         super().__init__()

@@ -78,6 +78,7 @@ class LandmarkTexture(Criterion):
     some repeated, so every sample has the same output size."""
 
     parts = ("texture",)
+    needs = ("parser", "landmarker")  # analyzers the run hands it (ice_exp.criteria.build_criterion)
 
     def __init__(self, parser: Parser, landmarker: Landmarker, regions: list[str], morphology: str = "none",
                  ks_ratio: float = 0.05, size: int = 64, num_points: int = 1024, seed: int = 0) -> None:

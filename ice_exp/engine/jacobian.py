@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from ice_exp.engine.memory import in_chunks
+from ice_exp.schema import EngineMode
 
-MODES = ("auto", "loop", "vjp", "jvp")
+MODES = tuple(m.value for m in EngineMode)  # the schema's choices (ice_exp/schema.py)
 
 Fn = Callable[[Tensor], Tensor]
 Rows = Tensor | Callable[[int, int], Tensor]  # [count, n], or (start, stop) -> rows start..stop-1

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from ice_exp.engine.jacobian import Fn, gram, jacobian
 from ice_exp.linalg import eigenspace_angle
+from ice_exp.schema import Precision
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = tuple(p.value for p in Precision)  # the schema's choices (ice_exp/schema.py)
 
 
 def check_precision(precision: str) -> str:

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-SPACES = ("z", "w", "wp", "s")
+from ice_exp.schema import Space
+
+SPACES = tuple(s.value for s in Space)  # the schema's choices (ice_exp/schema.py)
 
 
 @dataclass

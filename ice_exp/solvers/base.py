@@ -22,7 +22,7 @@ class Problem:
     """The Gram matrices of one run (docs/method.md §4) plus what generator-based peers need (SeFa and GANSpace
     read the generator's weights or samples and ignore the Grams; Gram-based solvers ignore these)."""
 
-    activate: Tensor  # [D, D] float64
+    activate: Tensor | None = None  # [D, D] float64; None when the run's solver needs no Grams
     suppress: list[SuppressTerm] = field(default_factory=list)
     generator: Generator | None = None
     space: str | None = None  # the space the directions must live in (dim D)
@@ -62,6 +62,8 @@ def ranked(sigma: Tensor, directions: Tensor, max_directions: int | None = None,
 
 class Solver:
     """Subclasses implement ``__call__(problem) -> Solution`` and say in their docstring what they need."""
+
+    needs_grams: bool = True  # False: it reads only the generator (SeFa, GANSpace), and a run skips the accumulation
 
     def __call__(self, problem: Problem) -> Solution:
         raise NotImplementedError

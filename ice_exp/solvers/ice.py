@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ice_exp.config import NULL_SPACES
 from ice_exp.linalg import significant_eigenspace
+from ice_exp.schema import NullSpace
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
+
+NULL_SPACES = tuple(n.value for n in NullSpace)  # the schema's choices (ice_exp/schema.py)
 
 
 def null_intersection(problem: Problem, tol: float = 1e-6) -> Tensor:

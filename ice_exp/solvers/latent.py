@@ -79,6 +79,8 @@ class SeFa(Solver):
     final toRGB affine (its layer index num_layers − 1 names that toRGB); ``all`` is the project's variant
     (every toRGB affine, i.e. every style of S). Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
+    needs_grams = False
+
     def __init__(self, layers: list[int] | None = None, torgb: str = "last", max_directions: int | None = 10) -> None:
         self.layers, self.torgb, self.max_directions = layers, torgb, max_directions
 
@@ -99,6 +101,8 @@ class GANSpace(Solver):
     (harskish/ganspace). The covariance is accumulated in float64 over batches of ``batch`` samples, so any
     number fits in memory and the PCA is exact, where the reference's incremental PCA approximates it.
     Needs ``Problem.generator`` and ``space``; ignores the Grams."""
+
+    needs_grams = False
 
     def __init__(self, num_samples: int = 300_000, basis: str = "w", layers: list[int] | None = None,
                  max_directions: int | None = 10, seed: int = 0, batch: int = 1000) -> None:

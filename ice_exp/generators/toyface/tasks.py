@@ -1,29 +1,20 @@
-"""The toyface counterparts of the seed's seven subspaces (docs/worlds.md) and their true factor groups.
+"""The toyface truth of the seven tasks (conf/task/*.yaml; docs/worlds.md): measured, not declared.
 
-A task's truth is what its factors measurably do to the drawn face, under the task's own rule
-(``RULES``): "the change stays inside this (3-px dilated) region", "it moves this landmark group",
+A task's truth is what its factors measurably do to the drawn face, under the task's own rule (its
+conf/task file): "the change stays inside this (3-px dilated) region", "it moves this landmark group",
 "every other landmark stays", "it is a uniform colour shift of this region". ``measured_groups`` applies
 a rule to every factor of a world at given samples (factor directions moved by forward-mode derivatives,
-changes pooled over the samples); ``TRUE_GROUPS`` is the answer, and tests/test_toyface.py checks that it
-is the measured group in worlds drawn at random, and ``python -m ice_exp.generators.toyface.tasks
+changes pooled over the samples); the files' ``truth`` (``TRUE_GROUPS``) is the answer, and
+tests/test_toyface.py checks that it is the measured group in worlds drawn at random, and ``python -m ice_exp.generators.toyface.tasks
 --worlds 10-19`` checks any worlds (the world-validity check). The narrowest margins seen: eye openness keeps
 99.5-99.9% of its change inside the dilated eyes on nearly closed or wide-open eyes, while face width and
 chin shape keep 97-99% of theirs inside the hair's region (the face covers the hair beside it) but move the
 jaw, which the hair's rule forbids.
-- face_boundary: face width, jaw length, chin shape move the jaw outline and nothing else (head yaw also
-  moves the jaw, but moves every other landmark too).
-- eye_shape: eye size, openness, spacing (brows are drawn at a fixed spacing, so they do not follow).
-- eye_photometry: the factors whose pixels stay inside the eyes: iris colour and the eyes' shape.
-- hair_photometry: hair colour and length: inside the hair, no landmark moves.
-- lip_color: lip colour: inside the lips, no landmark moves (mouth shape moves the mouth landmarks).
-- face_color: skin tone, the only uniform colour shift of skin, ears, nose and neck (lighting is a gradient).
-- mouth_shape: mouth width, openness and smile curvature change the mouth landmarks and nothing outside.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -33,40 +24,9 @@ from ice_exp.criteria.region_colour import fitted_colour
 from ice_exp.face_parts import LANDMARK_GROUPS, NUM_LANDMARKS
 from ice_exp.generators.toyface.factors import FACTORS
 from ice_exp.generators.toyface.oracles import OracleLandmarker, OracleParser
+from ice_exp.tasks import load_task, true_groups
 
-TRUE_GROUPS: dict[str, tuple[str, ...]] = {
-    "face_boundary": ("face_width", "jaw_length", "chin_shape"),
-    "eye_shape": ("eye_size", "eye_openness", "eye_spacing"),
-    "eye_photometry": ("iris_colour", "eye_size", "eye_openness", "eye_spacing"),
-    "hair_photometry": ("hair_colour", "hair_length"),
-    "lip_color": ("lip_colour",),
-    "face_color": ("skin_tone",),
-    "mouth_shape": ("mouth_width", "mouth_openness", "smile_curvature"),
-}
-
-
-@dataclass(frozen=True)
-class TaskRule:
-    """What a factor of the task does: its pixel change stays inside ``region`` (dilated by ``DILATION``),
-    or is a uniform colour shift of it (``colour_shift``); it moves the landmark group ``moves`` (centred
-    shape), and with ``others_still`` no landmark outside that group moves."""
-
-    region: tuple[str, ...]
-    moves: str | None = None
-    others_still: bool = True
-    colour_shift: bool = False
-
-
-RULES: dict[str, TaskRule] = {
-    "face_boundary": TaskRule(("skin", "neck"), moves="jaw"),
-    "eye_shape": TaskRule(("eyes",), moves="eyes"),
-    "eye_photometry": TaskRule(("eyes",), others_still=False),
-    "hair_photometry": TaskRule(("hair",)),
-    "lip_color": TaskRule(("lips",)),
-    "face_color": TaskRule(("face_skin",), colour_shift=True),
-    "mouth_shape": TaskRule(("mouth_all",), moves="mouth"),
-}
-DILATION = 0.05  # of the image side: 3 px at 128 px, past the renderer's anti-aliased edges
+TRUE_GROUPS: dict[str, tuple[str, ...]] = true_groups()  # {task: factor group}, from conf/task/*.yaml
 INSIDE = 0.995  # share of a factor's pixel change (squared) that must stay inside its region
 STILL_PX = 1e-3  # landmark motion (px per unit factor change) below which a landmark counts as still
 
@@ -77,7 +37,7 @@ def _colour_shift_residual(change: Tensor, mask: Tensor) -> Tensor:
 
 
 def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
-    """{task: the factors that follow ``RULES[task]``} at the samples z [N, z_dim] of a toyface ``generator``.
+    """{task: the factors that follow the task's rule} at the samples z [N, z_dim] of a toyface ``generator``.
 
     Each factor is moved along its own true direction in S (one unit of that factor per unit step, on
     average over the samples: a face where it saturates does not blow the step up); its pixel change and landmark motion (forward-mode derivatives) are pooled over the
@@ -98,10 +58,11 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
         rate = (generator.factor_jacobian(s, "s")[:, FACTORS.index(name)] @ direction).abs().mean()
         changes[name] = torch.func.jvp(render, (s,), ((direction / rate).expand_as(s),))[1]
     found: dict[str, tuple[str, ...]] = {}
-    for task, rule in RULES.items():
+    for task in TRUE_GROUPS:
+        rule = load_task(task)
         with torch.no_grad():
             mask = (parser.region_mask(frame, rule.region, soft=True) if rule.colour_shift
-                    else parser.region_mask(frame, rule.region, "dilate", DILATION))
+                    else parser.region_mask(frame, rule.region, "dilate", rule.dilation))
         moved = list(LANDMARK_GROUPS[rule.moves]) if rule.moves else []
         others = [i for i in range(NUM_LANDMARKS) if i not in moved]
         members = []
