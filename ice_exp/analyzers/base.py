@@ -8,14 +8,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ice_exp.analyzers.masks import MASK_MODES, morph, resize_mask
 from ice_exp.face_parts import REGIONS, expand_regions
 from ice_exp.generators.base import Frame
 
 
 class Parser(nn.Module):
-    """Semantic face parser. ``forward`` returns class probabilities [B, C, R, R] at image size."""
+    """Semantic face parser. ``forward`` returns class probabilities [B, C, R, R] at image size.
+
+    ``mask_mode`` says where hard masks are made and morphed (analyzers.masks): ``image`` (ours) or, for
+    a parser network, ``seed`` (at the network's input side, as the original ICE code); criteria ask it
+    whether to resize the image before combining it with a mask (``seed``) or after (``image``)."""
 
     class_names: tuple[str, ...] = REGIONS  # the parser's own label order, named with face_parts.REGIONS
+    mask_modes: tuple[str, ...] = ("image",)  # the mask conventions this parser can follow
+    mask_mode: str = "image"
+
+    def __init__(self, mask_mode: str = "image") -> None:
+        super().__init__()
+        if mask_mode not in self.mask_modes:
+            why = " (it makes and morphs masks at a parser network's input side)" if mask_mode in MASK_MODES else ""
+            raise ValueError(f"analyzer.parser.mask_mode: {mask_mode!r} is not available for {type(self).__name__}{why}; "
+                             f"allowed values: {', '.join(self.mask_modes)}")
+        self.mask_mode = mask_mode
+
+    def extra_repr(self) -> str:
+        return f"mask_mode={self.mask_mode}"
 
     def forward(self, frame: Frame) -> Tensor:
         raise NotImplementedError
@@ -28,14 +46,23 @@ class Parser(nn.Module):
             raise ValueError(f"regions: {missing} not produced by parser {type(self).__name__}; it knows {self.class_names}")
         return [self.class_names.index(n) for n in names]
 
-    def region_mask(self, frame: Frame, regions: list[str] | tuple[str, ...], soft: bool = False) -> Tensor:
-        """[B, 1, R, R] mask of the union of ``regions``: argmax (hard, as the seed) or summed probabilities."""
-        probs = self(frame)
+    def label_map(self, frame: Frame) -> Tensor:
+        """[B, 1, r, r] hard labels (argmax) on the grid where masks are made and morphed: the image's."""
+        return self(frame).argmax(1, keepdim=True)
+
+    def region_mask(self, frame: Frame, regions: list[str] | tuple[str, ...], morphology: str = "none",
+                    ks_ratio: float = 0.0, soft: bool = False) -> Tensor:
+        """[B, 1, R, R] mask of the union of ``regions`` at image size: hard (argmax, as the seed; a constant
+        inside the Jacobian) after ``morphology`` on the label map's grid, or the summed probabilities."""
         labels = self.labels_for(regions)
         if soft:
-            return probs[:, labels].sum(1, keepdim=True)
-        hard = probs.argmax(1, keepdim=True)
-        return torch.isin(hard, torch.tensor(labels, device=hard.device)).to(probs.dtype)
+            if morphology != "none":
+                raise ValueError(f"morphology: soft masks take none, got {morphology!r}")
+            return self(frame)[:, labels].sum(1, keepdim=True)
+        hard = self.label_map(frame)
+        mask = torch.isin(hard, torch.tensor(labels, device=hard.device)).to(frame.image.dtype)
+        mask = morph(mask, morphology, ks_ratio, self.mask_mode)
+        return resize_mask(mask, frame.image.shape[-1])
 
 
 class Landmarker(nn.Module):

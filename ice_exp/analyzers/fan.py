@@ -33,12 +33,16 @@ FAN_WEIGHTS = WeightSpec(
 )
 
 
+HEATMAP_MODES = ("relu", "seed")
+
+
 def soft_argmax(heatmaps: Tensor, eps: float = 1e-12) -> Tensor:
-    """Expected position under each heatmap: [B, K, H, W] non-negative weights -> [B, K, 2] (x, y) in the
-    heatmap's pixel frame (pixel centres at integers). Each map is normalised to sum 1; an all-zero map
-    gives (0, 0) rather than NaN."""
+    """Expected position under each heatmap: [B, K, H, W] weights -> [B, K, 2] (x, y) in the heatmap's
+    pixel frame (pixel centres at integers). Each map is divided by its sum (a raw map's sum may be
+    negative); a sum within ``eps`` of zero counts as ``eps``, so an all-zero map gives (0, 0), not NaN."""
     h, w = heatmaps.shape[-2:]
-    p = heatmaps / heatmaps.sum((-2, -1), keepdim=True).clamp_min(eps)
+    total = heatmaps.sum((-2, -1), keepdim=True)
+    p = heatmaps / torch.where(total.abs() < eps, eps, total)
     xs = torch.arange(w, dtype=p.dtype, device=p.device)
     ys = torch.arange(h, dtype=p.dtype, device=p.device)
     return torch.stack([(p.sum(-2) * xs).sum(-1), (p.sum(-1) * ys).sum(-1)], dim=-1)
@@ -46,23 +50,34 @@ def soft_argmax(heatmaps: Tensor, eps: float = 1e-12) -> Tensor:
 
 class FANLandmarker(Landmarker, Pretrained):
     """Image -> resize to ``size`` (256 as trained; inputs in [0, 1] RGB, no normalisation) -> FAN ->
-    last-stack heatmaps -> ReLU (an expectation needs non-negative weights; raw maps may dip below zero)
-    -> soft-argmax -> image pixels. The soft-argmax is a smooth stand-in for face-alignment's hard argmax,
-    which has no gradient; any positive background in a map pulls it towards the map's centre (not
-    measured here: the real weights are not available on the build machines)."""
+    last-stack heatmaps -> soft-argmax -> image pixels. The soft-argmax is a smooth stand-in for
+    face-alignment's hard argmax, which has no gradient.
 
-    def __init__(self, num_modules: int = 4, size: int = 256) -> None:
+    ``heatmap_mode`` ``relu`` (ours) clips the maps at zero first: an expectation needs non-negative
+    weights, and a slightly negative background over the whole map drags the point and, because it
+    shrinks the sum, amplifies its Jacobian. ``seed`` divides the raw maps by their sum, as the original
+    ICE code. Any positive background pulls the point towards the map's centre in both modes."""
+
+    def __init__(self, num_modules: int = 4, size: int = 256, heatmap_mode: str = "relu") -> None:
         super().__init__()
-        self.net, self.size = FAN(num_modules), size
+        if heatmap_mode not in HEATMAP_MODES:
+            raise ValueError(f"analyzer.landmarker.heatmap_mode: unknown {heatmap_mode!r}; "
+                             f"allowed values: {', '.join(HEATMAP_MODES)}")
+        self.net, self.size, self.heatmap_mode = FAN(num_modules), size, heatmap_mode
         self.freeze()
 
+    def extra_repr(self) -> str:
+        return f"size={self.size}, heatmap_mode={self.heatmap_mode}"
+
     def forward(self, frame: Frame) -> Tensor:
-        heatmaps = self.net(resize(frame.image, self.size))[-1].relu()
+        heatmaps = self.net(resize(frame.image, self.size))[-1]
+        if self.heatmap_mode == "relu":
+            heatmaps = heatmaps.relu()
         return rescale_points(soft_argmax(heatmaps), heatmaps.shape[-1], frame.image.shape[-1])
 
 
-def fan(path: str | Path | None = None, size: int = 256) -> FANLandmarker:
+def fan(path: str | Path | None = None, size: int = 256, heatmap_mode: str = "relu") -> FANLandmarker:
     """FAN(4) with the published 2DFAN-4 weights: ``path`` (file or folder), else the torch hub cache."""
-    landmarker = FANLandmarker(4, size)
+    landmarker = FANLandmarker(4, size, heatmap_mode)
     landmarker.load_weights(FAN_WEIGHTS, path)
     return landmarker

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.counterfactual.search import SearchResult
-from ice_exp.criteria.base import morph
 from ice_exp.generators.base import Frame
 from ice_exp.metrics.edit import locality, pixel_change
 from ice_exp.terms import Terms
@@ -51,7 +50,7 @@ def region_mask(task: Any | None, parser: Parser | None, frame: Frame) -> Tensor
     if task is None or parser is None:
         return None
     with torch.no_grad():
-        return morph(parser.region_mask(frame, list(task["region"])), "dilate", task["dilation"])
+        return parser.region_mask(frame, list(task["region"]), "dilate", task["dilation"])
 
 
 def measure(result: SearchResult, terms: Terms | None = None, mask: Tensor | None = None) -> dict[str, Tensor]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ice_exp.generators.base import Frame
@@ -37,36 +36,6 @@ class Criterion(nn.Module):
         if part not in self.parts:
             raise ValueError(f"{key}: criterion {type(self).__name__} has no part {part!r}; allowed values: {', '.join(self.parts)}")
         return part
-
-
-MORPHOLOGIES = ("none", "dilate", "erode", "ring")
-
-
-def kernel_side(ks_ratio: float, resolution: int) -> int:
-    """Odd square-kernel side for a ratio of the image side (the seed: ks_ratio * 512). At least 3 for any
-    ratio > 0, so that a dilation always covers the 1-pixel anti-aliased edge of a region, as the seed's
-    ratios do at 512 px and above."""
-    if ks_ratio <= 0:
-        return 1
-    return max(3, int(round(ks_ratio * resolution)) // 2 * 2 + 1)
-
-
-def check_morphology(op: str, ks_ratio: float) -> None:
-    if op not in MORPHOLOGIES:
-        raise ValueError(f"morphology: unknown {op!r}; allowed values: {', '.join(MORPHOLOGIES)}")
-    if not 0 <= ks_ratio < 1:
-        raise ValueError(f"ks_ratio: must be in [0, 1) (a fraction of the image side), got {ks_ratio}")
-
-
-def morph(mask: Tensor, op: str, ks_ratio: float) -> Tensor:
-    """Dilate / erode / ring (dilated AND NOT eroded) a [B, 1, R, R] {0,1} mask with a square kernel."""
-    check_morphology(op, ks_ratio)
-    if op == "none":
-        return mask
-    k = kernel_side(ks_ratio, mask.shape[-1])
-    dilated = F.max_pool2d(mask, k, stride=1, padding=k // 2)
-    eroded = 1 - F.max_pool2d(1 - mask, k, stride=1, padding=k // 2)
-    return {"dilate": dilated, "erode": eroded, "ring": dilated * (1 - eroded)}[op]
 
 
 class EmptyMask(ValueError):

@@ -4,15 +4,22 @@ from __future__ import annotations
 from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
-from ice_exp.criteria.base import Criterion, State, bbox_of, check_morphology, check_nonempty, morph
+from ice_exp.analyzers.masks import check_morphology, work_mask
+from ice_exp.criteria.base import Criterion, State, bbox_of, check_nonempty
 from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 
 
 class MaskedPixels(Criterion):
-    """Parts ``inside`` = x*mask cropped to the mask's bounding box (union over the batch) and resized;
-    ``outside`` = x*(1-mask) resized. The mask is the parser's hard mask of ``regions`` on the base frame,
-    after optional morphology, and stays constant inside the Jacobian (as the seed)."""
+    """Parts ``inside`` = x*mask and ``outside`` = x*(1-mask) at ``size`` px. The mask is the parser's hard
+    mask of ``regions`` on the base frame, after optional morphology, and stays constant inside the
+    Jacobian (as the seed). How the image meets the mask follows the parser's ``mask_mode``:
+
+    ``image`` (ours): ``inside`` is cropped at image size to the mask's bounding box (union over the batch)
+    and that box is stretched to size x size; ``outside`` is resized whole.
+    ``seed``: image and mask are resized to ``size`` first (the mask keeps every pixel the region reaches),
+    then each part is cropped to its own mask's box in that frame, unstretched, as the original code does.
+    """
 
     parts = ("inside", "outside")
     needs = ("parser",)  # analyzers the run hands it (ice_exp.criteria.build_criterion)
@@ -26,11 +33,18 @@ class MaskedPixels(Criterion):
         check_morphology(morphology, ks_ratio)
 
     def prepare(self, frame: Frame) -> State:
-        mask = morph(self.parser.region_mask(frame, self.regions), self.morphology, self.ks_ratio)
+        mask = self.parser.region_mask(frame, self.regions, self.morphology, self.ks_ratio)
         check_nonempty(mask, f"masked_pixels regions={self.regions}")
-        return {"mask": mask, "bbox": bbox_of(mask)}
+        if self.parser.mask_mode != "seed":
+            return {"mask": mask, "bbox": bbox_of(mask)}
+        small = work_mask(mask, self.size, "seed")
+        whole = (0, self.size, 0, self.size)
+        boxes = {"inside": bbox_of(small), "outside": bbox_of(1 - small) if (small < 1).any() else whole}
+        return {"mask": mask, "small": small, "boxes": boxes if self.crop else dict.fromkeys(boxes, whole)}
 
     def forward(self, frame: Frame, state: State) -> dict[str, Tensor]:
+        if self.parser.mask_mode == "seed":
+            return self.resized_then_cropped(frame.image, state)
         x, mask = frame.image, state["mask"]
         inside = x * mask
         if self.crop:
@@ -41,3 +55,11 @@ class MaskedPixels(Criterion):
             "outside": resize(x * (1 - mask), self.size).flatten(1),
         }
 
+    def resized_then_cropped(self, x: Tensor, state: State) -> dict[str, Tensor]:
+        """The seed's order: resize, multiply by the resized mask, crop each part to its mask's box."""
+        x, mask = resize(x, self.size), state["small"]
+        out = {}
+        for part, m in (("inside", mask), ("outside", 1 - mask)):
+            t, b, l, r = state["boxes"][part]
+            out[part] = (x * m)[..., t:b, l:r].flatten(1)
+        return out

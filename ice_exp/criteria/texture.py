@@ -15,8 +15,9 @@ from scipy.spatial import Delaunay
 from torch import Tensor
 
 from ice_exp.analyzers.base import Landmarker, Parser
+from ice_exp.analyzers.masks import check_morphology, work_mask
 from ice_exp.analyzers.points import rescale_points
-from ice_exp.criteria.base import Criterion, State, check_morphology, check_nonempty, morph
+from ice_exp.criteria.base import Criterion, State, check_nonempty
 from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 
@@ -71,9 +72,10 @@ def barycentric(vertices: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
 
 class LandmarkTexture(Criterion):
     """Part ``texture`` [B, 3 * num_points]: the colours, at work resolution ``size``, of ``num_points``
-    region pixels (seeded subsample of the parser's hard mask of ``regions`` after ``morphology``),
-    re-sampled at the positions the current landmarks give them. When the mask has fewer pixels than
-    ``num_points``, all are used and some repeated, so every sample has the same output size."""
+    region pixels (seeded subsample of the parser's hard mask of ``regions`` after ``morphology``, brought
+    to ``size`` as the parser's ``mask_mode`` says: analyzers.masks.work_mask), re-sampled at the positions
+    the current landmarks give them. When the mask has fewer pixels than ``num_points``, all are used and
+    some repeated, so every sample has the same output size."""
 
     parts = ("texture",)
     needs = ("parser", "landmarker")  # analyzers the run hands it (ice_exp.criteria.build_criterion)
@@ -105,9 +107,9 @@ class LandmarkTexture(Criterion):
 
     def prepare(self, frame: Frame) -> State:
         what = f"texture regions={self.regions}"
-        mask = morph(self.parser.region_mask(frame, self.regions), self.morphology, self.ks_ratio)
+        mask = self.parser.region_mask(frame, self.regions, self.morphology, self.ks_ratio)
         check_nonempty(mask, what)
-        mask = resize(mask, self.size) > 0.5
+        mask = work_mask(mask, self.size, self.parser.mask_mode)
         check_nonempty(mask, f"{what} at size {self.size}")
         vertices = self.vertices(frame).cpu().double().numpy()
         generator = torch.Generator().manual_seed(self.seed)

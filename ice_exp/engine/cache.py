@@ -3,7 +3,8 @@
 Layout: ``<cache_dir>/<run key>/<sample key>.safetensors``, one file per sample holding every term's
 JᵀJ. The run key hashes everything that decides the matrices except the sample: the generator's and the
 criteria's weights (every state-dict tensor, so retrained or differently seeded models never collide),
-the space, the terms (criterion configs and parts) and the engine options that change the result
+the analyzers' other settings (input side, mask and heatmap modes: engine.grams.analyzer_settings), the
+space, the terms (criterion configs and parts) and the engine options that change the result
 (precision and the low-rank options; mode and chunk give the same matrices to rounding). The sample key
 hashes z's bytes. Files are written to a temporary name and renamed (atomic on POSIX), so a run killed
 mid-write leaves either the whole file or none; the sums are rebuilt from the files, which is what makes

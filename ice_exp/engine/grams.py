@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ice_exp.analyzers.base import Landmarker, Parser
+from ice_exp.analyzers.weights import Pretrained
 from ice_exp.engine.cache import GramCache, key_of, state_hash
 from ice_exp.engine.jacobian import check_mode, directional, gram, jacobian
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
@@ -97,6 +99,13 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
     return grams
 
 
+def analyzer_settings(terms: Terms) -> list[str]:
+    """Each analyzer's settings that are not weights (its ``extra_repr``: input side, mask or heatmap mode).
+    They change the Grams as much as the weights do, so they key the Gram cache."""
+    return sorted({f"{type(m).__name__}({m.extra_repr()})" for criterion in terms.criteria.values()
+                   for m in criterion.modules() if isinstance(m, (Parser, Landmarker, Pretrained))})
+
+
 class SampleGrams:
     """The per-sample step of a discovery run: (z, u) -> {term name: JᵀJ}, with the engine options of
     ``conf/config.yaml: engine`` and, when ``cache_dir`` is set, a per-sample Gram cache (engine.cache):
@@ -118,6 +127,7 @@ class SampleGrams:
         self.cache = None
         if cache_dir is not None:
             what = {"space": space, "terms": [(t.name, t.criterion, t.part) for t in terms.terms],
+                    "analyzers": analyzer_settings(terms),
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
                     "oversample": oversample if activate_topk or suppress_rank else None}
             weights = state_hash(generator, *terms.criteria.values())

@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
-from ice_exp.criteria.base import morph
 from ice_exp.criteria.region_colour import fitted_colour
 from ice_exp.face_parts import LANDMARK_GROUPS, NUM_LANDMARKS
 from ice_exp.generators.toyface.factors import FACTORS
@@ -63,7 +62,7 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
         rule = load_task(task)
         with torch.no_grad():
             mask = (parser.region_mask(frame, rule.region, soft=True) if rule.colour_shift
-                    else morph(parser.region_mask(frame, rule.region), "dilate", rule.dilation))
+                    else parser.region_mask(frame, rule.region, "dilate", rule.dilation))
         moved = list(LANDMARK_GROUPS[rule.moves]) if rule.moves else []
         others = [i for i in range(NUM_LANDMARKS) if i not in moved]
         members = []
