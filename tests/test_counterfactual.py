@@ -26,10 +26,10 @@ from ice_exp.counterfactual.classifiers import (
 )
 from ice_exp.counterfactual.explain import explain, log_explanation
 from ice_exp.counterfactual.measures import mnac
-from ice_exp.explain_runs import explain_runs
 from ice_exp.counterfactual.search import SearchConfig, counterfactual_search
 from ice_exp.counterfactual.toyface_attr import AttrRule
 from ice_exp.counterfactual.train_celeba import celeba, loaders, train
+from ice_exp.explain_runs import explain_runs
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import FACTORS
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS

@@ -48,8 +48,8 @@ class MaskedPixels(Criterion):
         x, mask = frame.image, state["mask"]
         inside = x * mask
         if self.crop:
-            t, b, l, r = state["bbox"]
-            inside = inside[..., t:b, l:r]
+            top, bottom, left, right = state["bbox"]
+            inside = inside[..., top:bottom, left:right]
         return {
             "inside": resize(inside, self.size).flatten(1),
             "outside": resize(x * (1 - mask), self.size).flatten(1),
@@ -60,6 +60,6 @@ class MaskedPixels(Criterion):
         x, mask = resize(x, self.size), state["small"]
         out = {}
         for part, m in (("inside", mask), ("outside", 1 - mask)):
-            t, b, l, r = state["boxes"][part]
-            out[part] = (x * m)[..., t:b, l:r].flatten(1)
+            top, bottom, left, right = state["boxes"][part]
+            out[part] = (x * m)[..., top:bottom, left:right].flatten(1)
         return out
