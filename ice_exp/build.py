@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
@@ -29,7 +30,16 @@ from ice_exp.tracking import make_logger
 
 
 def _optional(node: Any) -> Any:
-    return instantiate(node) if node else None
+    """``node`` built (None when absent); a bad value or a missing file raises the model's own error, which
+    names the key and what is allowed, not Hydra's wrapper around it."""
+    if not node:
+        return None
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ValueError, OSError)):
+            raise error.__cause__ from None
+        raise
 
 
 def build_analyzers(cfg: DictConfig) -> Analyzers:

@@ -1,0 +1,133 @@
+"""The seven toyface tasks with trained analyzers instead of the oracles: ground truth side by side, and why
+they differ.
+
+``python -m experiments.trained_analyzers.tasks --worlds 10-12 --analyzers "analyzer/parser=bisenet
+analyzer.parser.path=<parsing_bisenet.pth> analyzer.parser.size=128 analyzer/landmarker=fan
+analyzer.landmarker.path=<fan.pth> analyzer.landmarker.size=128 analyzer.landmarker.num_modules=2"``
+
+Each task runs with its recommended settings (``experiment=toyface/<task>``) in each world, three ways:
+the oracle parser and landmarks; the trained networks with this project's glue; the trained networks with
+the seed's glue (``heatmap_mode=seed``, ``mask_mode=seed``; face_color's soft colour mask is ours only, so
+its seed-glue run uses the hard mask, ``soft=false``). Each way accumulates its Grams exactly as a run does
+and solves with the run's solver. Reported per task, as median [worst] over the worlds: the ground-truth
+scores of each way (pass count, largest angle to the true subspace, purity, dimension), the largest
+principal angle between the oracle's subspace and the trained one's and between the two glues, and per
+term the largest angle between the eigenspaces the solver reads (activate: the top eigenvector; suppress:
+λ ≥ ratio·λ_max), oracle vs trained, which names the term an analyzer error moved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import Tensor
+
+from ice_exp.build import Setup, build_setup
+from ice_exp.config import CONF_DIR
+from ice_exp.engine.accumulate import accumulate
+from ice_exp.evaluation import ground_truth
+from ice_exp.linalg import eigenspace_angle, principal_angles
+from ice_exp.solvers.base import Problem, Solution
+from ice_exp.tasks import task_names
+
+SEED_GLUE = ["analyzer.landmarker.heatmap_mode=seed", "analyzer.parser.mask_mode=seed"]
+WAYS = ("oracle", "trained", "trained_seed_glue")
+
+
+def solve(overrides: list[str]) -> tuple[Setup, dict[str, Tensor], Solution, dict[str, Any]]:
+    """Build, accumulate and solve one run; its ground-truth scores."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", "samples.eval_num=2",
+                                           *overrides])
+    setup = build_setup(cfg)
+    grams = accumulate(setup.grams, setup.z_train)
+    problem = Problem.of(grams, setup.terms, setup.generator, setup.space)
+    solution = instantiate(cfg.solver)(problem)
+    scores = ground_truth(setup.generator, setup.space, setup.truth, solution, problem, setup.z_eval)
+    return setup, grams, solution, scores
+
+
+def term_angles(setup: Setup, oracle: dict[str, Tensor], trained: dict[str, Tensor]) -> dict[str, float]:
+    """Per term, the largest angle (deg) between what the solver reads of the oracle's and the trained Gram."""
+    out = {}
+    for term in setup.terms.terms:
+        if term.ratio is None:
+            top = [torch.linalg.eigh(g[term.name].double())[1][:, -1:] for g in (oracle, trained)]
+            out[term.name] = float(principal_angles(*top).max())
+        else:
+            out[term.name] = eigenspace_angle(trained[term.name], oracle[term.name], term.ratio)[0]
+    return out
+
+
+def one_world(task: str, world: int, analyzers: list[str]) -> dict[str, Any]:
+    base = [f"experiment=toyface/{task}", f"generator.seed={world}"]
+    hard = ["criteria.activate.criterion.soft=false", "criteria.suppress.residual.criterion.soft=false"]
+    seed_glue = SEED_GLUE + (hard if task == "face_color" else [])
+    runs = {"oracle": solve(base), "trained": solve(base + analyzers),
+            "trained_seed_glue": solve(base + analyzers + seed_glue)}
+    row: dict[str, Any] = {"task": task, "world": world}
+    for way, (_, _, _, scores) in runs.items():
+        row.update({f"{way}/{k}": scores[k] for k in ("gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found")})
+    row["gt/dim_true"] = runs["oracle"][3]["gt/dim_true"]
+    d = {way: r[2].directions for way, r in runs.items()}
+    row["angle_oracle_trained_deg"] = float(principal_angles(d["oracle"], d["trained"]).max()) if d["trained"].shape[1] else 90.0
+    row["angle_glues_deg"] = (float(principal_angles(d["trained"], d["trained_seed_glue"]).max())
+                              if d["trained"].shape[1] and d["trained_seed_glue"].shape[1] else 90.0)
+    row["term_angle_deg"] = term_angles(runs["oracle"][0], runs["oracle"][1], runs["trained"][1])
+    return row
+
+
+def median_worst(values: list[float], worst: Any = max) -> str:
+    return f"{statistics.median(values):.3g} [{worst(values):.3g}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per task, median [worst] over the worlds."""
+    lines = ["| task | dims true | " + " | ".join(f"{w}: pass · angle · purity · dims" for w in WAYS)
+             + " | oracle vs trained | glue vs glue | terms, oracle vs trained (median deg) |",
+             "|---" * (5 + len(WAYS)) + "|"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        cells = []
+        for way in WAYS:
+            passed = sum(int(r[f"{way}/gt/pass"]) for r in mine)
+            dims = sorted({int(r[f"{way}/gt/dim_found"]) for r in mine})
+            cells.append(f"{passed}/{len(mine)} · {median_worst([r[f'{way}/gt/principal_angle_max_deg'] for r in mine])}° · "
+                         f"{median_worst([r[f'{way}/gt/purity_mean'] for r in mine], min)} · {'/'.join(map(str, dims))}")
+        terms = {t: statistics.median(r["term_angle_deg"][t] for r in mine) for t in mine[0]["term_angle_deg"]}
+        lines.append(f"| {task} | {mine[0]['gt/dim_true']} | " + " | ".join(cells)
+                     + f" | {median_worst([r['angle_oracle_trained_deg'] for r in mine])}°"
+                     + f" | {median_worst([r['angle_glues_deg'] for r in mine])}°"
+                     + " | " + ", ".join(f"{t} {a:.2g}" for t, a in terms.items()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the trained parser and FAN")
+    p.add_argument("--worlds", default="10-12", help="first-last generator.seed (never a training world)")
+    p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
+    p.add_argument("--out", type=Path, default=None, help="write <out>.json (every row) and <out>.md (the table)")
+    args = p.parse_args(argv)
+    first, last = (int(x) for x in args.worlds.split("-"))
+    rows = []
+    for task in args.tasks or task_names():
+        for world in range(first, last + 1):
+            rows.append(one_world(task, world, shlex.split(args.analyzers)))
+            print(json.dumps(rows[-1]), flush=True)
+    print(table(rows))
+    if args.out is not None:
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        args.out.with_suffix(".md").write_text(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
