@@ -8,8 +8,8 @@ import scipy.linalg
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 
+from ice_exp.build import compose_solver
 from ice_exp.comparison import compare
 from ice_exp.config import CONF_DIR
 from ice_exp.generators.base import Frame, Generator
@@ -161,7 +161,7 @@ def test_solver_configs_default_to_the_references():
     expected = {"sefa": {"torgb": "last"}, "ganspace": {"num_samples": 300_000},
                 "lowrankgan": {"rho": None, "null_ratio": None, "min_removed": 1, "num_relax": 0, "order": "foreground"}}
     for name, values in expected.items():
-        cfg = OmegaConf.load(f"{CONF_DIR}/solver/{name}.yaml")
+        cfg = compose_solver(name, [])
         solver, default = instantiate(cfg), get_class(cfg._target_)()
         for key, value in values.items():
             assert getattr(solver, key) == getattr(default, key) == value, (name, key)
