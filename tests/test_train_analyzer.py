@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from face_alignment.utils import get_preds_fromhm
+from face_alignment.utils import _get_preds_fromhm
 from hydra import compose, initialize_config_dir
 
 from ice_exp.analyzer_training import recipe
@@ -107,7 +107,8 @@ def test_gaussian_targets_sit_at_the_points_in_the_heatmap_frame() -> None:
 def test_hard_argmax_is_face_alignments_decoding_in_our_pixel_frame() -> None:
     maps = torch.rand(2, 68, 64, 64)
     maps[0, 0, 0, 5] = 2.0  # a peak on the border: no quarter-pixel step
-    theirs = get_preds_fromhm(maps.numpy())[0]
+    flat_argmax = maps.flatten(2).argmax(-1).numpy()
+    theirs, _ = _get_preds_fromhm.py_func(maps.numpy(), flat_argmax, None, None)  # get_preds_fromhm, uncompiled
     torch.testing.assert_close(hard_argmax(maps), torch.from_numpy(theirs) - 0.5)
 
 
@@ -136,19 +137,19 @@ def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
 
 
-def test_the_app_trains_scores_and_reuses_the_cache(tmp_path, monkeypatch, capsys) -> None:
+def test_the_app_reads_the_cache_and_writes_the_scores_beside_the_weights(trained, tmp_path, monkeypatch, capsys) -> None:
+    folder = trained["bisenet"].parent
     overrides = [f"{k}={v}" for k, v in {**{f"analyzer_net.{k}": v for k, v in TINY["bisenet"].items()},
                                           **{f"data.{k}": v for k, v in vars(TINY_DATA).items()},
                                           "analyzer_scores.last_world": 10, "analyzer_scores.faces": 2,
-                                          "analyzer_scores.resolution": 64, "cache_dir": tmp_path / "cache",
-                                          "hydra.run.dir": tmp_path / "run"}.items()]
+                                          "analyzer_scores.resolution": 64, "cache_dir": folder.parent,
+                                          "hydra.run.dir": tmp_path}.items()]
+    monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(sys, "argv", ["ice-train-analyzer", *overrides])
     train_analyzer.main()
-    folder = next((tmp_path / "cache").iterdir())
     assert {p.name for p in folder.iterdir()} == {"parsing_bisenet.pth", "record.json", "scores.json", "scores.md"}
-    assert "| miou |" in (folder / "scores.md").read_text() and "miou" in capsys.readouterr().out
-    monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
-    train_analyzer.main()
+    assert json.loads((folder / "scores.json").read_text())["faces"]["last_world"] == 10
+    assert "| miou |" in (folder / "scores.md").read_text() and f"weights: {trained['bisenet']}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("variant", ["bisenet", "fan", "bisenet_gpu", "fan_gpu"])

@@ -96,12 +96,15 @@ def train(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accelerator: st
     return module.net.cpu().eval(), record
 
 
+# The code that makes the training data and the network: the toyface world, this package's data, heatmaps
+# and modules, ``train``, the packages' network classes.
+TRAINING_CODE = (toyface_render, toyface_factors, toyface_generator, toyface_oracles, analyzer_data, heatmaps, modules,
+                 images, points, facexlib.parsing.bisenet, facexlib.parsing.resnet, face_alignment.models.fan, train)
+
+
 def code_fingerprint() -> str:
-    """sha256 of the code that makes the training data and the network (the toyface world, this package's
-    data, heatmaps and modules, ``train``, the packages' network classes): a change to any trains afresh."""
-    code = (toyface_render, toyface_factors, toyface_generator, toyface_oracles, analyzer_data, heatmaps, modules,
-            images, points, facexlib.parsing.bisenet, facexlib.parsing.resnet, face_alignment.models.fan, train)
-    return hashlib.sha256("".join(inspect.getsource(m) for m in code).encode()).hexdigest()[:16]
+    """sha256 of TRAINING_CODE: a change to any of it trains afresh."""
+    return hashlib.sha256("".join(inspect.getsource(m) for m in TRAINING_CODE).encode()).hexdigest()[:16]
 
 
 def trained_weights(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accelerator: str = "cpu",
