@@ -154,9 +154,12 @@ def markdown(summary: dict[str, dict[str, float]], worlds: int) -> str:
 
 def write_scores(results: dict, path: Path, faces: ScoreFaces, record: dict[str, Any] | None = None) -> None:
     """``results`` as JSON at ``path`` and as a markdown table beside it (``.md``), headed by the faces scored
-    and, for a trained network, its training ``record`` (settings, time, loss curve)."""
+    and, for a trained network, its training ``record`` (recipe.train: settings, times, loss curve)."""
     write_json(path, {"faces": asdict(faces), **results})
-    lines = [f"# {path.stem}", "", f"Scored faces: {json.dumps(asdict(faces))}", ""]
+    lines = [f"# {path.stem}", "", f"- scored faces: {json.dumps(asdict(faces))}"]
     if record is not None:
-        lines += [f"Training record: {json.dumps(record)}", ""]
-    path.with_suffix(".md").write_text("\n".join(lines) + markdown(results["summary"], len(faces.worlds)))
+        lines += [f"- network: {json.dumps(record['net'])}", f"- training faces: {json.dumps(record['data'])}, seed {record['seed']}",
+                  f"- time: {record['total_seconds']:.0f} s wall (rendering {record['render_seconds']:.0f} s), "
+                  f"{record['cpu_seconds']:.0f} CPU-s on {record['threads']} threads ({record['accelerator']})",
+                  f"- training loss: {record['loss_curve'][0]:.4g} -> {record['loss_curve'][-1]:.4g} (curve in record.json)"]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + markdown(results["summary"], len(faces.worlds)))
