@@ -76,8 +76,9 @@ class FANLandmarker(Landmarker, Pretrained):
         return rescale_points(soft_argmax(heatmaps), heatmaps.shape[-1], frame.image.shape[-1])
 
 
-def fan(path: str | Path | None = None, size: int = 256, heatmap_mode: str = "relu") -> FANLandmarker:
-    """FAN(4) with the published 2DFAN-4 weights: ``path`` (file or folder), else the torch hub cache."""
-    landmarker = FANLandmarker(4, size, heatmap_mode)
+def fan(path: str | Path | None = None, size: int = 256, num_modules: int = 4, heatmap_mode: str = "relu") -> FANLandmarker:
+    """FAN with the published 2DFAN-4 weights (``num_modules`` 4) or weights trained on toyface (any depth):
+    ``path`` (file or folder), else the torch hub cache."""
+    landmarker = FANLandmarker(num_modules, size, heatmap_mode)
     landmarker.load_weights(FAN_WEIGHTS, path)
     return landmarker

@@ -1,0 +1,164 @@
+"""Training BiSeNet and FAN on toyface (ice_exp.analyzer_training): tiny versions, trained in seconds."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from face_alignment.utils import _get_preds_fromhm
+from hydra import compose, initialize_config_dir
+
+from ice_exp.analyzer_training import recipe
+from ice_exp.analyzer_training.data import ToyfaceData, world_faces
+from ice_exp.analyzer_training.heatmaps import gaussian_heatmaps, hard_argmax
+from ice_exp.analyzer_training.modules import BiSeNetModule, FANModule
+from ice_exp.analyzer_training.scores import ScoreFaces, background, score
+from ice_exp.analyzers.fan import FANLandmarker, soft_argmax
+from ice_exp.analyzers.parsers import BiSeNetParser
+from ice_exp.analyzers.points import rescale_points
+from ice_exp.apps import train_analyzer
+from ice_exp.build import build_analyzers
+from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
+from ice_exp.config import CONF_DIR
+from ice_exp.generators.toyface import OracleLandmarker, OracleParser
+from tests.conftest import make_config
+
+TINY_DATA = ToyfaceData(resolution=64, first_world=100, worlds=2, faces_per_world=4)
+TINY = {"bisenet": {"name": "bisenet", "size": 64, "steps": 8, "batch_size": 4, "lr": 3e-3, "weight_decay": 0.0},
+        "fan": {"name": "fan", "size": 64, "num_modules": 1, "sigma": 1.0, "steps": 8, "batch_size": 4, "lr": 3e-3,
+                "weight_decay": 0.0}}
+TINY_FACES = ScoreFaces(first_world=10, last_world=11, sample_seeds=(8,), faces=2, resolution=64)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, object]:
+    """Both tiny networks trained once into a fresh cache: {name: weight file}."""
+    cache = tmp_path_factory.mktemp("cache")
+    return {name: recipe.trained_weights(net, TINY_DATA, cache_dir=cache) for name, net in TINY.items()}
+
+
+@pytest.mark.parametrize("name", ["bisenet", "fan"])
+def test_trained_file_is_a_plain_state_dict_that_the_run_config_loads(trained, name: str) -> None:
+    path = trained[name]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = recipe.build_module(TINY[name]).net
+    assert list(state) == list(net.state_dict())  # the package's own key names, nothing added
+    overrides = (["analyzer/parser=bisenet", f"analyzer.parser.path={path}", "analyzer.parser.size=64"] if name == "bisenet"
+                 else ["analyzer/landmarker=fan", f"analyzer.landmarker.path={path}", "analyzer.landmarker.size=64",
+                       "analyzer.landmarker.num_modules=1"])
+    analyzers = build_analyzers(make_config(*overrides).analyzer)
+    model = analyzers.parser if name == "bisenet" else analyzers.landmarker
+    assert model.weight_path == path
+    assert all(torch.equal(model.net.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", ["bisenet", "fan"])
+def test_loss_decreases_and_the_record_says_how(trained, name: str) -> None:
+    record = json.loads((trained[name].parent / "record.json").read_text())
+    curve = record["loss_curve"]
+    assert record["steps"] == len(curve) == TINY[name]["steps"] and record["faces"] == 8
+    assert np.mean(curve[-2:]) < 0.8 * np.mean(curve[:2])
+    assert record["net"] == TINY[name] and record["data"]["worlds"] == 2
+    assert record["train_seconds"] > 0 and record["cpu_seconds"] > 0
+
+
+def test_second_call_reads_the_cache_and_other_settings_train_again(trained, monkeypatch) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(recipe, "train", no_training)
+    cache = trained["fan"].parent.parent
+    assert recipe.trained_weights(TINY["fan"], TINY_DATA, cache_dir=cache) == trained["fan"]
+    with pytest.raises(AssertionError, match="trained again"):
+        recipe.trained_weights(TINY["fan"], TINY_DATA, seed=1, cache_dir=cache)
+
+
+def test_corrupt_or_missing_weights_name_the_file(trained, tmp_path) -> None:
+    broken = tmp_path / "parsing_bisenet.pth"
+    broken.write_bytes(trained["bisenet"].read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="parsing_bisenet.pth.*truncated"):
+        recipe.load_analyzer(TINY["bisenet"], broken)
+    with pytest.raises(MissingCheckpoint, match="nothing.pth"):
+        recipe.load_analyzer(TINY["fan"], tmp_path / "nothing.pth")
+
+
+def test_networks_see_their_input_as_the_wrappers_feed_it() -> None:
+    """The training forward and the analyzer wrapper give the same logits / landmarks from the same weights."""
+    frame = world_faces(100, 100, 2, 64)
+    bisenet_module, fan_module = BiSeNetModule(64, 1e-3, 0.0).eval(), FANModule(64, 1, 1.0, 1e-3, 0.0).eval()
+    parser, landmarker = BiSeNetParser(64), FANLandmarker(1, 64)
+    parser.net.load_state_dict(bisenet_module.net.state_dict())
+    landmarker.net.load_state_dict(fan_module.net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(bisenet_module.outputs(frame.image)[0].softmax(1), parser(frame))
+        heatmaps = fan_module.outputs(frame.image)[-1]
+        torch.testing.assert_close(rescale_points(soft_argmax(heatmaps.relu()), 16, 64), landmarker(frame))
+
+
+def test_gaussian_targets_sit_at_the_points_in_the_heatmap_frame() -> None:
+    points = torch.tensor([[[5.3, 9.8], [20.0, 11.6]]])
+    maps = gaussian_heatmaps(points, 32, 1.0)
+    torch.testing.assert_close(soft_argmax(maps), points, atol=1e-4, rtol=0)
+    assert (hard_argmax(maps) - points).abs().amax() <= 0.25 + 1e-6
+
+
+def test_hard_argmax_is_face_alignments_decoding_in_our_pixel_frame() -> None:
+    maps = torch.rand(2, 68, 64, 64)
+    maps[0, 0, 0, 5] = 2.0  # a peak on the border: no quarter-pixel step
+    flat_argmax = maps.flatten(2).argmax(-1).numpy()
+    theirs, _ = _get_preds_fromhm.py_func(maps.numpy(), flat_argmax, None, None)  # get_preds_fromhm, uncompiled
+    torch.testing.assert_close(hard_argmax(maps), torch.from_numpy(theirs) - 0.5)
+
+
+def test_background_statistics_of_a_peak_over_a_negative_floor() -> None:
+    maps = gaussian_heatmaps(torch.tensor([[[15.0, 15.0]]]), 32, 1.0) - 3e-3
+    stats = background(maps)
+    assert 0.9 < float(stats["negative_share"]) < 1.0
+    torch.testing.assert_close(stats["background_over_peak"], torch.tensor([[-3e-3 / (1 - 3e-3)]]), atol=2e-5, rtol=0)
+    positive = maps.clamp(min=0).sum()
+    torch.testing.assert_close(stats["negative_mass_ratio"], (maps.clamp(max=0).sum().abs() / positive).view(1, 1))
+
+
+def test_the_oracles_score_perfectly_on_drawn_classes_only() -> None:
+    results = score(OracleParser(), OracleLandmarker(), TINY_FACES)
+    summary = results["summary"]
+    assert set(results["per_world"]) == {10, 11}
+    assert summary["miou"] == {"median": 1.0, "worst": 1.0} and summary["nme/all"]["worst"] == 0.0
+    assert {"iou/hat", "iou/eye_g", "iou/ear_r", "iou/neck_l"}.isdisjoint(summary)
+    assert {"iou/skin", "iou/hair", "iou/l_eye", "iou/mouth", "iou/cloth"} <= set(summary)
+
+
+def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
+    summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
+    for decoding in ("soft_relu", "soft_sum", "hard"):
+        assert summary[f"px/{decoding}/mean"]["worst"] >= summary[f"px/{decoding}/mean"]["median"] > 0
+    assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
+
+
+def test_the_app_reads_the_cache_and_writes_the_scores_beside_the_weights(trained, tmp_path, monkeypatch, capsys) -> None:
+    folder = trained["bisenet"].parent
+    overrides = [f"{k}={v}" for k, v in {**{f"analyzer_net.{k}": v for k, v in TINY["bisenet"].items()},
+                                          **{f"data.{k}": v for k, v in vars(TINY_DATA).items()},
+                                          "analyzer_scores.last_world": 10, "analyzer_scores.faces": 2,
+                                          "analyzer_scores.resolution": 64, "cache_dir": folder.parent,
+                                          "hydra.run.dir": tmp_path}.items()]
+    monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(sys, "argv", ["ice-train-analyzer", *overrides])
+    train_analyzer.main()
+    assert {p.name for p in folder.iterdir()} == {"parsing_bisenet.pth", "record.json", "scores.json", "scores.md"}
+    assert json.loads((folder / "scores.json").read_text())["faces"]["last_world"] == 10
+    assert "| miou |" in (folder / "scores.md").read_text() and f"weights: {trained['bisenet']}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", ["bisenet", "fan", "bisenet_gpu", "fan_gpu"])
+def test_every_analyzer_net_config_builds_its_module(variant: str) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train_analyzer", overrides=[f"analyzer_net={variant}"])
+    net = dict(cfg.analyzer_net)
+    with torch.device("meta"):
+        module = recipe.build_module(net)
+    assert module.size == net["size"]
+    assert ScoreFaces(**cfg.analyzer_scores).worlds == range(10, 30)
+    assert set(range(cfg.data.first_world, cfg.data.first_world + cfg.data.worlds)).isdisjoint(range(10, 30))
