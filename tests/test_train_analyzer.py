@@ -119,6 +119,9 @@ def test_background_statistics_of_a_peak_over_a_negative_floor() -> None:
     torch.testing.assert_close(stats["background_over_peak"], torch.tensor([[-3e-3 / (1 - 3e-3)]]), atol=2e-5, rtol=0)
     positive = maps.clamp(min=0).sum()
     torch.testing.assert_close(stats["negative_mass_ratio"], (maps.clamp(max=0).sum().abs() / positive).view(1, 1))
+    assert float(stats["positive_background_share"]) == 0.0  # the Gaussian is below 3e-3 beyond 4 px
+    lifted = background(maps + 6e-3)  # a floor of +3e-3 over ~1000 px: ~3 against the peak's 2 pi
+    assert 0.25 < float(lifted["positive_background_share"]) < 0.4
 
 
 def test_the_oracles_score_perfectly_on_drawn_classes_only() -> None:

@@ -11,9 +11,11 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
 - for a FAN, its last stack's heatmaps decoded three ways, each error against the oracle in image px:
   ``soft_relu`` (the project's FANLandmarker: ReLU, normalise by the sum, expectation), ``soft_sum`` (the
   seed's: normalise by the sum without ReLU) and ``hard`` (face-alignment's argmax with its quarter-pixel
-  step); the offset soft_relu - hard (all points, systematic per landmark, and its component towards the
-  image centre, where a positive background pulls an expectation); and the heatmap background: share of
-  negative pixels, negative mass over positive mass, and the mean value away from the peak over the peak.
+  step), as mean and median px and as NME over all points; the offset soft_relu - hard (all points,
+  systematic per landmark, and its component towards the image centre, where a positive background pulls
+  an expectation); and the heatmap background (pixels farther than BACKGROUND_PX from the peak): share of
+  negative pixels, negative over positive mass, mean background over the peak, and the share of the ReLU'd
+  mass that lies in the background.
 Each world gives one number per metric; the summary is the median and the worst over worlds (IoU: the
 lowest; everything else: the highest), as every toyface claim is reported.
 """
@@ -81,7 +83,8 @@ def decoded_points(landmarker: FANLandmarker, frame: Frame) -> tuple[dict[str, T
 
 
 def background(heatmaps: Tensor) -> dict[str, Tensor]:
-    """Per map [N, 68]: share of negative pixels, negative over positive mass, mean background over the peak."""
+    """Per map [N, 68]: share of negative pixels, negative over positive mass, mean background over the peak,
+    and the share of the ReLU'd map's mass in the background (the weight that pulls a soft-argmax off the peak)."""
     flat = heatmaps.flatten(2)
     side = heatmaps.shape[-1]
     peak = hard_argmax(heatmaps).round()
@@ -90,16 +93,18 @@ def background(heatmaps: Tensor) -> dict[str, Tensor]:
            + (grid[None, None, :, None] - peak[..., 1, None, None]).square()).flatten(2) > BACKGROUND_PX**2
     return {"negative_share": (flat < 0).float().mean(-1),
             "negative_mass_ratio": flat.clamp(max=0).sum(-1).abs() / flat.clamp(min=0).sum(-1),
-            "background_over_peak": (flat * far).sum(-1) / far.sum(-1) / flat.amax(-1)}
+            "background_over_peak": (flat * far).sum(-1) / far.sum(-1) / flat.amax(-1),
+            "positive_background_share": (flat.relu() * far).sum(-1) / flat.relu().sum(-1)}
 
 
 def landmark_scores(landmarker: Landmarker, frames: list[Frame]) -> dict[str, float]:
     """NME per landmark group (``nme/<group>``) and, for a FAN, the decodings' errors, offsets and background."""
-    nme, errors, offsets, towards_centre, maps = [], {}, [], [], {}
+    nme, interoculars, errors, offsets, towards_centre, maps = [], [], {}, [], [], {}
     for frame in frames:
         _, truth = oracle_targets(frame)
         interocular = (truth[:, OUTER_EYE_CORNERS[0]] - truth[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1)
         nme.append((landmarker(frame) - truth).norm(dim=-1) / interocular[:, None])
+        interoculars.append(interocular)
         if isinstance(landmarker, FANLandmarker):
             decoded, heatmaps = decoded_points(landmarker, frame)
             for name, points in decoded.items():
@@ -116,6 +121,7 @@ def landmark_scores(landmarker: Landmarker, frames: list[Frame]) -> dict[str, fl
         for name, values in errors.items():
             px = torch.cat(values)
             scores[f"px/{name}/mean"], scores[f"px/{name}/median"] = float(px.mean()), float(px.median())
+            scores[f"px/{name}/nme_all"] = float((px / torch.cat(interoculars)[:, None]).mean())
         offset = torch.cat(offsets)
         scores["bias/soft_relu_minus_hard/mean_px"] = float(offset.norm(dim=-1).mean())
         scores["bias/soft_relu_minus_hard/systematic_px"] = float(offset.mean(0).norm(dim=-1).mean())
