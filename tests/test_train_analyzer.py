@@ -131,6 +131,9 @@ def test_the_oracles_score_perfectly_on_drawn_classes_only() -> None:
     assert summary["miou"] == {"median": 1.0, "worst": 1.0} and summary["nme/all"]["worst"] == 0.0
     assert {"iou/hat", "iou/eye_g", "iou/ear_r", "iou/neck_l"}.isdisjoint(summary)
     assert {"iou/skin", "iou/hair", "iou/l_eye", "iou/mouth", "iou/cloth"} <= set(summary)
+    assert {k for k in summary if k.startswith("iou_region/")} == {
+        f"iou_region/{r}" for r in ("skin+neck", "eyes", "hair", "lips", "face_skin", "mouth_all")}
+    assert all(summary[k]["worst"] == 1.0 for k in summary if k.startswith("iou"))
 
 
 def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:

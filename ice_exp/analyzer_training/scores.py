@@ -5,7 +5,8 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
 - parser: IoU of every class the renderer draws and their mean (mIoU), predicted argmax labels against the
   oracle's (torchmetrics ``MulticlassJaccardIndex``). Classes toyface never draws (eye_g, ear_r, neck_l,
   hat) have no IoU and are left out of the mean; a pixel predicted as one of them counts against its
-  true class.
+  true class. Also the IoU of the union masks the seven tasks' criteria read (tasks.RULES: skin+neck,
+  eyes, hair, lips, face_skin, mouth_all).
 - landmarks: NME, the point error over the oracle's inter-ocular distance (outer eye corners 36 and 45),
   per landmark group (face_parts.LANDMARK_GROUPS) of the landmarker as configured.
 - for a FAN, its last stack's heatmaps decoded three ways, each error against the oracle in image px:
@@ -28,15 +29,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics.classification import BinaryJaccardIndex, MulticlassJaccardIndex
 
 from ice_exp.analyzer_training.data import oracle_targets, world_faces
 from ice_exp.analyzer_training.heatmaps import hard_argmax
 from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.fan import FANLandmarker, soft_argmax
 from ice_exp.analyzers.points import rescale_points
-from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS
+from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS, expand_regions
 from ice_exp.generators.base import Frame
+from ice_exp.generators.toyface.tasks import RULES
 from ice_exp.images import resize
 from ice_exp.records import write_json
 
@@ -59,18 +61,30 @@ class ScoreFaces:
         return range(self.first_world, self.last_world + 1)
 
 
+def task_regions() -> dict[str, tuple[str, ...]]:
+    """{name: regions} of the masks the toyface tasks' criteria read (tasks.RULES), e.g. ``skin+neck``."""
+    return {"+".join(rule.region): rule.region for rule in RULES.values()}
+
+
 def parser_scores(parser: Parser, frames: list[Frame]) -> dict[str, float]:
-    """IoU per drawn class (``iou/<class>``) and their mean (``miou``) over the frames of one world."""
+    """IoU per drawn class (``iou/<class>``), their mean (``miou``) and the IoU of every task's region mask
+    (``iou_region/<regions>``, the union of its classes) over the frames of one world."""
     to_regions = torch.tensor([REGIONS.index(name) for name in parser.class_names])  # the parser's labels -> REGIONS
     metric = MulticlassJaccardIndex(num_classes=len(REGIONS), average="none", zero_division=float("nan"))
+    unions = {name: BinaryJaccardIndex() for name in task_regions()}
     drawn = {0}  # the background is always there
     for frame in frames:
         labels, _ = oracle_targets(frame)
-        metric.update(to_regions[parser(frame).argmax(1)], labels.long())
+        predicted = to_regions[parser(frame).argmax(1)]
+        metric.update(predicted, labels.long())
+        for name, regions in task_regions().items():
+            members = torch.tensor([REGIONS.index(r) for r in expand_regions(regions)])
+            unions[name].update(torch.isin(predicted, members).long(), torch.isin(labels.long(), members).long())
         drawn |= {cls for cls, _ in frame.scene.layers}
     iou = metric.compute()
     scores = {f"iou/{REGIONS[c]}": float(iou[c]) for c in sorted(drawn)}
     scores["miou"] = float(iou[sorted(drawn)].nanmean())
+    scores.update({f"iou_region/{name}": float(union.compute()) for name, union in unions.items()})
     return scores
 
 
@@ -164,7 +178,8 @@ def write_scores(results: dict, path: Path, faces: ScoreFaces, record: dict[str,
     write_json(path, {"faces": asdict(faces), **results})
     lines = [f"# {path.stem}", "", f"- scored faces: {json.dumps(asdict(faces))}"]
     if record is not None:
-        lines += [f"- network: {json.dumps(record['net'])}", f"- training faces: {json.dumps(record['data'])}, seed {record['seed']}",
+        lines += [f"- network: {json.dumps(record['net'])}",
+                  f"- training faces: {json.dumps(record['data'])}, seed {record['seed']}",
                   f"- time: {record['total_seconds']:.0f} s wall (rendering {record['render_seconds']:.0f} s), "
                   f"{record['cpu_seconds']:.0f} CPU-s on {record['threads']} threads ({record['accelerator']})",
                   f"- training loss: {record['loss_curve'][0]:.4g} -> {record['loss_curve'][-1]:.4g} (curve in record.json)"]
