@@ -22,6 +22,7 @@ from ice_exp.apps import train_analyzer
 from ice_exp.build import build_analyzers
 from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
 from ice_exp.config import CONF_DIR
+from ice_exp.face_parts import LANDMARK_GROUPS
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser
 from tests.conftest import make_config
 
@@ -140,6 +141,8 @@ def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
     for decoding in ("soft_relu", "soft_sum", "hard"):
         assert summary[f"px/{decoding}/mean"]["worst"] >= summary[f"px/{decoding}/mean"]["median"] > 0
+        assert {f"nme_{decoding}/{group}" for group in LANDMARK_GROUPS} <= set(summary)
+    assert summary["nme_soft_relu/all"] == pytest.approx(summary["nme/all"])  # the wrapper decodes so
     assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
 
 

@@ -12,7 +12,7 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
 - for a FAN, its last stack's heatmaps decoded three ways, each error against the oracle in image px:
   ``soft_relu`` (the project's FANLandmarker: ReLU, normalise by the sum, expectation), ``soft_sum`` (the
   seed's: normalise by the sum without ReLU) and ``hard`` (face-alignment's argmax with its quarter-pixel
-  step), as mean and median px and as NME over all points; the offset soft_relu - hard (all points,
+  step), as mean and median px and as NME per group; the offset soft_relu - hard (all points,
   systematic per landmark, and its component towards the image centre, where a positive background pulls
   an expectation); and the heatmap background (pixels farther than BACKGROUND_PX from the peak): share of
   negative pixels, negative over positive mass, mean background over the peak, and the share of the ReLU'd
@@ -111,8 +111,14 @@ def background(heatmaps: Tensor) -> dict[str, Tensor]:
             "positive_background_share": (flat.relu() * far).sum(-1) / flat.relu().sum(-1)}
 
 
+def group_nme(nme: Tensor, prefix: str) -> dict[str, float]:
+    """{<prefix>/<group>: mean NME of the group's points} of per-point NMEs [N, 68]."""
+    return {f"{prefix}/{group}": float(nme[:, list(idx)].mean()) for group, idx in LANDMARK_GROUPS.items()}
+
+
 def landmark_scores(landmarker: Landmarker, frames: list[Frame]) -> dict[str, float]:
-    """NME per landmark group (``nme/<group>``) and, for a FAN, the decodings' errors, offsets and background."""
+    """NME per landmark group (``nme/<group>``) and, for a FAN, each decoding's errors (``px/<decoding>/mean``,
+    ``/median``, ``nme_<decoding>/<group>``), the offsets and the background."""
     nme, interoculars, errors, offsets, towards_centre, maps = [], [], {}, [], [], {}
     for frame in frames:
         _, truth = oracle_targets(frame)
@@ -129,13 +135,12 @@ def landmark_scores(landmarker: Landmarker, frames: list[Frame]) -> dict[str, fl
             towards_centre.append((offset * to_centre).sum(-1) / to_centre.norm(dim=-1).clamp_min(1e-6))
             for name, value in background(heatmaps).items():
                 maps.setdefault(name, []).append(value)
-    nme_all = torch.cat(nme)
-    scores = {f"nme/{group}": float(nme_all[:, list(idx)].mean()) for group, idx in LANDMARK_GROUPS.items()}
+    scores = group_nme(torch.cat(nme), "nme")
     if errors:
         for name, values in errors.items():
             px = torch.cat(values)
             scores[f"px/{name}/mean"], scores[f"px/{name}/median"] = float(px.mean()), float(px.median())
-            scores[f"px/{name}/nme_all"] = float((px / torch.cat(interoculars)[:, None]).mean())
+            scores.update(group_nme(px / torch.cat(interoculars)[:, None], f"nme_{name}"))
         offset = torch.cat(offsets)
         scores["bias/soft_relu_minus_hard/mean_px"] = float(offset.norm(dim=-1).mean())
         scores["bias/soft_relu_minus_hard/systematic_px"] = float(offset.mean(0).norm(dim=-1).mean())
