@@ -2,7 +2,7 @@
 they differ.
 
 ``python -m experiments.trained_analyzers.tasks --worlds 10-12 --analyzers "analyzer/parser=bisenet
-analyzer.parser.path=<parsing_bisenet.pth> analyzer.parser.size=128 analyzer/landmarker=fan
+analyzer.parser.path=<parsing_bisenet.pth> analyzer.parser.size=256 analyzer/landmarker=fan
 analyzer.landmarker.path=<fan.pth> analyzer.landmarker.size=128 analyzer.landmarker.num_modules=2"``
 
 Each task runs with its recommended settings (``experiment=toyface/<task>``) in each world, three ways:
@@ -114,17 +114,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the trained parser and FAN")
     p.add_argument("--worlds", default="10-12", help="first-last generator.seed (never a training world)")
     p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
-    p.add_argument("--out", type=Path, default=None, help="write <out>.json (every row) and <out>.md (the table)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="<out>.jsonl gets each row as it is done (a rerun skips the rows there), <out>.md the table")
     args = p.parse_args(argv)
     first, last = (int(x) for x in args.worlds.split("-"))
+    rows_file = args.out.with_suffix(".jsonl") if args.out is not None else None
+    done = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file and rows_file.is_file() else []
     rows = []
     for task in args.tasks or task_names():
         for world in range(first, last + 1):
-            rows.append(one_world(task, world, shlex.split(args.analyzers)))
-            print(json.dumps(rows[-1]), flush=True)
+            row = next((r for r in done if (r["task"], r["world"]) == (task, world)), None)
+            if row is None:
+                row = one_world(task, world, shlex.split(args.analyzers))
+                if rows_file is not None:
+                    with rows_file.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print(table(rows))
     if args.out is not None:
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
         args.out.with_suffix(".md").write_text(table(rows))
     return rows
 

@@ -5,7 +5,7 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
 - parser: IoU of every class the renderer draws and their mean (mIoU), predicted argmax labels against the
   oracle's (torchmetrics ``MulticlassJaccardIndex``). Classes toyface never draws (eye_g, ear_r, neck_l,
   hat) have no IoU and are left out of the mean; a pixel predicted as one of them counts against its
-  true class. Also the IoU of the union masks the seven tasks' criteria read (tasks.RULES: skin+neck,
+  true class. Also the IoU of the union masks the seven tasks' criteria read (conf/task: skin+neck,
   eyes, hair, lips, face_skin, mouth_all).
 - landmarks: NME, the point error over the oracle's inter-ocular distance (outer eye corners 36 and 45),
   per landmark group (face_parts.LANDMARK_GROUPS) of the landmarker as configured.
@@ -38,9 +38,9 @@ from ice_exp.analyzers.fan import FANLandmarker, soft_argmax
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS, expand_regions
 from ice_exp.generators.base import Frame
-from ice_exp.generators.toyface.tasks import RULES
 from ice_exp.images import resize
 from ice_exp.records import write_json
+from ice_exp.tasks import load_task, task_names
 
 OUTER_EYE_CORNERS = (36, 45)  # iBUG points whose distance normalises the NME (inter-ocular)
 BACKGROUND_PX = 4.0  # heatmap pixels farther than this from a map's argmax are its background (4 sigma of the targets)
@@ -62,8 +62,9 @@ class ScoreFaces:
 
 
 def task_regions() -> dict[str, tuple[str, ...]]:
-    """{name: regions} of the masks the toyface tasks' criteria read (tasks.RULES), e.g. ``skin+neck``."""
-    return {"+".join(rule.region): rule.region for rule in RULES.values()}
+    """{name: regions} of the masks the toyface tasks' criteria read (conf/task), e.g. ``skin+neck``."""
+    regions = [tuple(load_task(name).region) for name in task_names()]
+    return {"+".join(region): region for region in regions}
 
 
 def parser_scores(parser: Parser, frames: list[Frame]) -> dict[str, float]:
