@@ -244,13 +244,16 @@ def test_a_mode_change_never_reads_the_other_modes_cached_grams(tmp_path) -> Non
     assert len(dirs) == 2
 
 
-def test_glue_measurement_runs_on_random_weights() -> None:
-    """experiments/trained_analyzers/glue.py end to end at a tiny size (the numbers mean nothing here)."""
-    from experiments.trained_analyzers.glue import measure
+def test_glue_measurement_runs_on_random_weights(tmp_path, monkeypatch) -> None:
+    """experiments/trained_analyzers/glue.py end to end at a tiny size (the numbers mean nothing here); a rerun
+    reads the rows already written instead of measuring again."""
+    from experiments.trained_analyzers import glue
 
-    result = measure(["experiment=toyface/seed/eye_shape", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
-                      "generator.resolution=32", "analyzer.parser.size=32", "criteria.suppress.face_pixels.criterion.size=16",
-                      "space=w"])
+    argv = ["--tasks", "eye_shape", "--worlds", "3-3", "--out", str(tmp_path / "glue"),
+            "--analyzers", "analyzer/parser=bisenet_random analyzer/landmarker=fan_random",
+            "--overrides", "generator.resolution=32 analyzer.parser.size=32 criteria.suppress.face_pixels.criterion.size=16 space=w"]
+    (result,) = glue.main(argv)
+    assert (result["task"], result["world"]) == ("eye_shape", 3)
     assert 0 < result["heatmaps"]["negative_pixels"] < 1
     assert set(result["terms"]) == {"activate", "other_landmarks"}  # the terms that read the landmarker
     assert result["terms"]["activate"]["lambda_max_ratio"] > 0 and "significant_angle_deg" in result["terms"]["other_landmarks"]
@@ -258,3 +261,7 @@ def test_glue_measurement_runs_on_random_weights() -> None:
     assert 0 < mask["iou"] <= 1 and 0 < mask["area_seed"] < 1
     assert all(0 <= a <= 90 for a in result["subspace_angle_deg"].values())
     assert set(result["directions"]) == {"ours", "fan_seed", "seed"}
+    assert "| eye_shape |" in (tmp_path / "glue.md").read_text()
+
+    monkeypatch.setattr(glue, "measure", lambda overrides: pytest.fail("measured a row that was already written"))
+    assert glue.main(argv) == [result]

@@ -171,3 +171,38 @@ def test_every_analyzer_net_config_builds_its_module(variant: str) -> None:
     assert module.size == net["size"]
     assert ScoreFaces(**cfg.analyzer_scores).worlds == range(10, 30)
     assert set(range(cfg.data.first_world, cfg.data.first_world + cfg.data.worlds)).isdisjoint(range(10, 30))
+
+
+def test_truth_on_terms_counts_the_true_dimensions_a_suppress_term_blocks() -> None:
+    from types import SimpleNamespace
+
+    from experiments.trained_analyzers.tasks import truth_on_terms
+
+    truth = torch.eye(5, dtype=torch.float64)[:, 1:3]  # the true subspace: axes 1 and 2
+    generator = SimpleNamespace(true_subspace=lambda factors, space: truth)
+    terms = SimpleNamespace(terms=[SimpleNamespace(name="suppress", ratio=1e-4), SimpleNamespace(name="activate", ratio=None)])
+    setup = SimpleNamespace(generator=generator, truth=["a", "b"], space="s", terms=terms)
+    gram = torch.diag(torch.tensor([1.0, 1e-3, 1e-6, 0.5, 0.0], dtype=torch.float64))
+    out = truth_on_terms(setup, {"suppress": gram, "activate": gram})
+    assert out["suppress"] == {"share_max": pytest.approx(1e-3), "share_min": pytest.approx(1e-6), "dim": 2, "blocked": 1,
+                               "significant": 3}
+    assert "blocked" not in out["activate"] and out["activate"]["share_min"] == pytest.approx(1e-6)
+
+
+def test_the_seven_task_comparison_runs_with_trained_files_and_resumes(trained, tmp_path, monkeypatch) -> None:
+    """experiments/trained_analyzers/tasks.py at a tiny size, the tiny trained files loaded as a user loads them."""
+    from experiments.trained_analyzers import tasks
+
+    analyzers = (f"analyzer/parser=bisenet analyzer.parser.path={trained['bisenet']} analyzer.parser.size=64 "
+                 f"analyzer/landmarker=fan analyzer.landmarker.path={trained['fan']} analyzer.landmarker.size=64 "
+                 "analyzer.landmarker.num_modules=1")
+    argv = ["--tasks", "hair_photometry", "--worlds", "3-3", "--analyzers", analyzers, "--out", str(tmp_path / "tasks"),
+            "--overrides", "generator.resolution=64 samples.indices=[0] space=w"]
+    (row,) = tasks.main(argv)
+    assert (row["task"], row["world"], row["gt/dim_true"]) == ("hair_photometry", 3, 2)
+    assert set(row["term_angle_deg"]) == {"activate", "outside_hair", "landmarks"}
+    assert all(0 <= row[k] <= 90 for k in ("angle_oracle_trained_deg", "angle_glues_deg"))
+    assert set(row["truth_on_terms"]) == set(tasks.WAYS) and row["truth_on_terms"]["oracle"]["outside_hair"]["dim"] == 2
+    assert "| hair_photometry | 2 |" in (tmp_path / "tasks.md").read_text()
+    monkeypatch.setattr(tasks, "one_world", lambda *a: pytest.fail("ran a task-world that was already written"))
+    assert tasks.main(argv) == [row]

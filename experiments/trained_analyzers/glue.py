@@ -1,8 +1,9 @@
 """The seed's analyzer glue against ours on one task: what each departure does to the run's terms.
 
-``python -m experiments.trained_analyzers.glue experiment=toyface/seed/eye_shape analyzer/parser=bisenet
-analyzer.parser.path=... analyzer/landmarker=fan analyzer.landmarker.path=...`` (any ice-exp overrides; the
-parser must be a network parser and the landmarker FAN, since the glue keys are theirs).
+``python -m experiments.trained_analyzers.glue --worlds 10-12 --analyzers "analyzer/parser=bisenet
+analyzer.parser.path=... analyzer/landmarker=fan analyzer.landmarker.path=..." --out
+experiments/trained_analyzers/glue`` runs each task with the seed's settings (``experiment=toyface/seed/<task>``)
+in each world; the parser must be a network parser and the landmarker FAN, since the glue keys are theirs.
 
 The run is built three times: ours (``heatmap_mode=relu``, ``mask_mode=image``), FAN decoded as the seed
 (``heatmap_mode=seed``), and the seed's whole glue (both ``seed``); each accumulates its Grams over the
@@ -25,7 +26,11 @@ seed's glue: use their seed settings (``experiment=toyface/seed/...``).
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import shlex
+import statistics
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +47,7 @@ from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem
+from ice_exp.tasks import task_names
 
 GLUES = {  # build name -> (analyzer.landmarker.heatmap_mode, analyzer.parser.mask_mode)
     "ours": ("relu", "image"),
@@ -132,20 +138,66 @@ def measure(overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def main(overrides: list[str]) -> None:
-    result = measure(overrides)
-    print("overrides:", " ".join(overrides))
-    print("FAN heatmaps (medians over maps):", ", ".join(f"{k} {v:.3g}" for k, v in result["heatmaps"].items()))
-    print("\nlandmark terms, ours -> FAN decoded as the seed:")
-    for name, row in result["terms"].items():
-        print(f"  {name:20s} " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
-    print("\nparser masks, image -> seed (share of the image):")
-    for name, row in result["masks"].items():
-        print(f"  {name:40s} " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
-    print("\nsubspace vs ours, largest principal angle (deg):",
-          ", ".join(f"{k} {v:.2f}" for k, v in result["subspace_angle_deg"].items()),
-          "| directions:", ", ".join(f"{k} {v}" for k, v in result["directions"].items()))
+def median_worst(values: list[float], worst: Any = max) -> str:
+    return f"{statistics.median(values):.3g} [{worst(values):.3g}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown, one line per task, median [worst] over the worlds: per landmark term, FAN decoded as the seed vs
+    ours (λ_max ratio, worst = farthest from 1; top-vector angle; angle between the suppressed eigenspaces); per
+    parser mask, seed vs image masks (area change, IoU); the subspace angles to ours."""
+    lines = ["| task | FAN negative pixels | landmark terms: λ_max seed/ours · top vector ° · suppressed space ° "
+             "| masks: area image/seed − 1 · IoU | subspace vs ours: FAN as seed ° · whole seed glue ° | directions ours / seed |",
+             "|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        terms = []
+        for name in mine[0]["terms"]:
+            t = [r["terms"][name] for r in mine]
+            cell = (f"{name}: {median_worst([x['lambda_max_ratio'] for x in t], lambda v: max(v, key=lambda y: abs(y - 1)))}"
+                    f" · {median_worst([x['top_vector_angle_deg'] for x in t])}")
+            if "significant_angle_deg" in t[0]:
+                cell += f" · {median_worst([x['significant_angle_deg'] for x in t])}"
+            terms.append(cell)
+        masks = [f"{name}: {median_worst([r['masks'][name]['image_over_seed_area'] for r in mine], lambda v: max(v, key=abs))}"
+                 f" · {median_worst([r['masks'][name]['iou'] for r in mine], min)}" for name in mine[0]["masks"]]
+        angles = " · ".join(median_worst([r["subspace_angle_deg"][g] for r in mine]) for g in ("fan_seed", "seed"))
+        dims = "/".join(sorted({f"{r['directions']['ours']}→{r['directions']['seed']}" for r in mine}))
+        lines.append(f"| {task} | {median_worst([r['heatmaps'].get('negative_pixels', float('nan')) for r in mine])} | "
+                     f"{'<br>'.join(terms) or '–'} | {'<br>'.join(masks) or '–'} | {angles} | {dims} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the network parser and FAN")
+    p.add_argument("--worlds", default="10-12", help="first-last generator.seed")
+    p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
+    p.add_argument("--overrides", default="", help="further ice-exp overrides for every run")
+    p.add_argument("--out", type=Path, default=None,
+                   help="<out>.jsonl gets each row as it is done (a rerun skips the rows there), <out>.md the table")
+    args = p.parse_args(argv)
+    first, last = (int(x) for x in args.worlds.split("-"))
+    rows_file = args.out.with_suffix(".jsonl") if args.out is not None else None
+    done = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file and rows_file.is_file() else []
+    rows = []
+    for task in args.tasks or task_names():
+        for world in range(first, last + 1):
+            row = next((r for r in done if (r["task"], r["world"]) == (task, world)), None)
+            if row is None:
+                overrides = [f"experiment=toyface/seed/{task}", f"generator.seed={world}",
+                             *shlex.split(args.analyzers), *shlex.split(args.overrides)]
+                row = {"task": task, "world": world, **measure(overrides)}
+                if rows_file is not None:
+                    with rows_file.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(table(rows))
+    if args.out is not None:
+        args.out.with_suffix(".md").write_text(table(rows))
+    return rows
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

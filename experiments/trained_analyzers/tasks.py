@@ -66,8 +66,26 @@ def term_angles(setup: Setup, oracle: dict[str, Tensor], trained: dict[str, Tens
     return out
 
 
-def one_world(task: str, world: int, analyzers: list[str]) -> dict[str, Any]:
-    base = [f"experiment=toyface/{task}", f"generator.seed={world}"]
+def truth_on_terms(setup: Setup, grams: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """Per term, how its Gram G sees the true subspace Q (orthonormal): the eigenvalues of QᵀGQ over λ_max(G).
+    A suppress term blocks the true dimensions whose share is ≥ its ratio (``blocked``, of ``dim``); an
+    activate term finds the truth when its strongest and weakest true shares (``share_max``, ``share_min``)
+    stay large. ``significant``: the term's dimension at its ratio (suppress terms)."""
+    q = setup.generator.true_subspace(setup.truth, setup.space).double()
+    out = {}
+    for term in setup.terms.terms:
+        g = grams[term.name].double()
+        share = torch.linalg.eigvalsh(q.T @ g @ q) / torch.linalg.eigvalsh(g)[-1]
+        row = {"share_max": float(share[-1]), "share_min": float(share[0]), "dim": q.shape[1]}
+        if term.ratio is not None:
+            row["blocked"] = int((share >= term.ratio).sum())
+            row["significant"] = int((torch.linalg.eigvalsh(g) >= term.ratio * torch.linalg.eigvalsh(g)[-1]).sum())
+        out[term.name] = row
+    return out
+
+
+def one_world(task: str, world: int, analyzers: list[str], overrides: list[str] = ()) -> dict[str, Any]:
+    base = [f"experiment=toyface/{task}", f"generator.seed={world}", *overrides]
     hard = ["criteria.activate.criterion.soft=false", "criteria.suppress.residual.criterion.soft=false"]
     seed_glue = SEED_GLUE + (hard if task == "face_color" else [])
     runs = {"oracle": solve(base), "trained": solve(base + analyzers),
@@ -81,6 +99,7 @@ def one_world(task: str, world: int, analyzers: list[str]) -> dict[str, Any]:
     row["angle_glues_deg"] = (float(principal_angles(d["trained"], d["trained_seed_glue"]).max())
                               if d["trained"].shape[1] and d["trained_seed_glue"].shape[1] else 90.0)
     row["term_angle_deg"] = term_angles(runs["oracle"][0], runs["oracle"][1], runs["trained"][1])
+    row["truth_on_terms"] = {way: truth_on_terms(setup, grams) for way, (setup, grams, _, _) in runs.items()}
     return row
 
 
@@ -88,11 +107,23 @@ def median_worst(values: list[float], worst: Any = max) -> str:
     return f"{statistics.median(values):.3g} [{worst(values):.3g}]"
 
 
+def truth_cells(rows: list[dict[str, Any]]) -> str:
+    """The median over worlds of ``truth_on_terms``: blocked true dimensions per suppress term and the activate
+    term's weakest true share, each way (oracle → trained → trained with the seed's glue)."""
+    terms = rows[0]["truth_on_terms"]["oracle"]
+    def median(term: str, key: str) -> list[float]:
+        return [statistics.median(r["truth_on_terms"][way][term][key] for r in rows) for way in WAYS]
+    blocked = [f"{t} " + "→".join(f"{v:g}" for v in median(t, "blocked")) for t, v in terms.items() if "blocked" in v]
+    shares = ["→".join(f"{v:.2g}" for v in median(t, "share_min")) for t, v in terms.items() if "blocked" not in v]
+    return ", ".join(blocked) + " | " + (", ".join(shares) or "–")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per task, median [worst] over the worlds."""
     lines = ["| task | dims true | " + " | ".join(f"{w}: pass · angle · purity · dims" for w in WAYS)
-             + " | oracle vs trained | glue vs glue | terms, oracle vs trained (median deg) |",
-             "|---" * (5 + len(WAYS)) + "|"]
+             + " | oracle vs trained | glue vs glue | terms, oracle vs trained (median deg) "
+             + "| true dims blocked, oracle → trained → seed glue (median) | activate: weakest true share, same |",
+             "|---" * (7 + len(WAYS)) + "|"]
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
         cells = []
@@ -105,7 +136,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {task} | {mine[0]['gt/dim_true']} | " + " | ".join(cells)
                      + f" | {median_worst([r['angle_oracle_trained_deg'] for r in mine])}°"
                      + f" | {median_worst([r['angle_glues_deg'] for r in mine])}°"
-                     + " | " + ", ".join(f"{t} {a:.2g}" for t, a in terms.items()) + " |")
+                     + " | " + ", ".join(f"{t} {a:.2g}" for t, a in terms.items())
+                     + " | " + truth_cells(mine) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,6 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the trained parser and FAN")
     p.add_argument("--worlds", default="10-12", help="first-last generator.seed (never a training world)")
     p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
+    p.add_argument("--overrides", default="", help="further ice-exp overrides for every way")
     p.add_argument("--out", type=Path, default=None,
                    help="<out>.jsonl gets each row as it is done (a rerun skips the rows there), <out>.md the table")
     args = p.parse_args(argv)
@@ -125,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for world in range(first, last + 1):
             row = next((r for r in done if (r["task"], r["world"]) == (task, world)), None)
             if row is None:
-                row = one_world(task, world, shlex.split(args.analyzers))
+                row = one_world(task, world, shlex.split(args.analyzers), shlex.split(args.overrides))
                 if rows_file is not None:
                     with rows_file.open("a") as f:
                         f.write(json.dumps(row) + "\n")
