@@ -36,6 +36,7 @@ from ice_exp.evaluation import ground_truth
 from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.tasks import task_names
+from ice_exp.terms import ACTIVATE
 
 SEED_GLUE = ["analyzer.landmarker.heatmap_mode=seed", "analyzer.parser.mask_mode=seed"]
 WAYS = ("oracle", "trained", "trained_seed_glue")
@@ -84,6 +85,18 @@ def truth_on_terms(setup: Setup, grams: dict[str, Tensor]) -> dict[str, dict[str
     return out
 
 
+def factor_mix(setup: Setup, directions: Tensor, top: int = 3) -> list[list[list[Any]]]:
+    """Per direction, the factors it moves most: share of ‖J_factors v‖² over the held-out samples (what
+    purity reads), the ``top`` largest. Names what an analyzer error made a term or the solver prefer."""
+    generator = setup.generator
+    jac = generator.factor_jacobian(generator.encode(setup.z_eval, setup.space), setup.space).double()  # [B, F, D]
+    moved = (jac @ directions.double().to(jac.device)).square().sum(0)  # [F, K]
+    share = moved / moved.sum(0).clamp_min(1e-30)
+    names = generator.factor_names()
+    return [[[names[int(i)], round(float(share[i, k]), 4)] for i in share[:, k].argsort(descending=True)[:top]]
+            for k in range(directions.shape[1])]
+
+
 def one_world(task: str, world: int, analyzers: list[str], overrides: list[str] = ()) -> dict[str, Any]:
     base = [f"experiment=toyface/{task}", f"generator.seed={world}", *overrides]
     hard = ["criteria.activate.criterion.soft=false", "criteria.suppress.residual.criterion.soft=false"]
@@ -100,6 +113,9 @@ def one_world(task: str, world: int, analyzers: list[str], overrides: list[str] 
                               if d["trained"].shape[1] and d["trained_seed_glue"].shape[1] else 90.0)
     row["term_angle_deg"] = term_angles(runs["oracle"][0], runs["oracle"][1], runs["trained"][1])
     row["truth_on_terms"] = {way: truth_on_terms(setup, grams) for way, (setup, grams, _, _) in runs.items()}
+    row["activate_top_factors"] = {way: factor_mix(setup, torch.linalg.eigh(grams[ACTIVATE].double())[1][:, -1:])[0]
+                                   for way, (setup, grams, _, _) in runs.items()}
+    row["found_factors"] = {way: factor_mix(setup, solution.directions) for way, (setup, _, solution, _) in runs.items()}
     return row
 
 
