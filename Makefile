@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 ARGS ?=
 
-.PHONY: run test test-slow bench gallery clean
+.PHONY: run test test-slow bench gallery trained-analyzers clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -24,6 +24,9 @@ bench: .venv/.installed  ## CPU benchmarks: batched vs loop JᵀJ, rendering spe
 
 gallery: .venv/.installed  ## the README's toyface gallery and factor strips
 	$(PY) -m ice_exp.generators.toyface.gallery --out docs $(ARGS)
+
+trained-analyzers: .venv/.installed  ## experiments/trained_analyzers/RESULTS.md: train BiSeNet + FAN, score, seven tasks, glue (~2 h CPU)
+	$(PY) -m experiments.trained_analyzers.reproduce $(ARGS)
 
 clean:
 	rm -rf outputs/* multirun

@@ -207,3 +207,22 @@ def test_the_seven_task_comparison_runs_with_trained_files_and_resumes(trained, 
     assert "| hair_photometry | 2 |" in (tmp_path / "tasks.md").read_text()
     monkeypatch.setattr(tasks, "one_world", lambda *a: pytest.fail("ran a task-world that was already written"))
     assert tasks.main(argv) == [row]
+
+
+def test_the_reproduction_trains_scores_and_runs_tasks_and_glue(trained, tmp_path, monkeypatch) -> None:
+    """experiments/trained_analyzers/reproduce.py at a tiny size: the cached tiny files are found by their
+    settings (no training), scored, and the task and glue tables written."""
+    from experiments.trained_analyzers import reproduce
+
+    monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
+    common = [f"data.{k}={v}" for k, v in vars(TINY_DATA).items()] + [f"cache_dir={trained['fan'].parent.parent}"]
+    nets = {name: " ".join(common + [f"analyzer_net.{k}={v}" for k, v in TINY[name].items() if k != "name"]) for name in TINY}
+    nets["bisenet"] += " analyzer_scores.last_world=10 analyzer_scores.faces=2 analyzer_scores.resolution=64"
+    reproduce.main(["--worlds", "3-3", "--tasks", "hair_photometry", "--out", str(tmp_path), "--grams", str(tmp_path / "grams"),
+                    "--overrides", "generator.resolution=64 samples.indices=[0] space=w",
+                    "--bisenet", nets["bisenet"], "--fan", nets["fan"]])
+    assert {p.name for p in tmp_path.iterdir()} >= {"scores.json", "scores.md", "record_bisenet.json", "record_fan.json",
+                                                   "tasks.jsonl", "tasks.md", "glue.jsonl", "glue.md", "grams"}
+    summary = json.loads((tmp_path / "scores.json").read_text())["summary"]
+    assert "miou" in summary and "nme/all" in summary
+    assert json.loads((tmp_path / "record_fan.json").read_text())["net"] == TINY["fan"]
