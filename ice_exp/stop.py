@@ -37,17 +37,27 @@ def install() -> None:
 
 @contextmanager
 def between_samples() -> Iterator[None]:
-    """Inside, a stop signal is only noted, for :func:`check` to raise between two samples. (A signal
-    before it has already raised, so it starts with no signal noted.)"""
+    """Inside, a stop signal is only noted, for :func:`check` to raise between two samples; one noted after
+    the last check raises on the way out. (A signal before it has already raised, so it starts with none
+    noted.) The handler is in place inside even where no app called :func:`install` (library use, scripts),
+    and the previous one comes back after."""
     _received.clear()
     _deferred.append(True)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_signal) if main else None
     try:
         yield
     finally:
         _deferred.pop()
+        if main and previous is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGTERM, previous)
+    check()
 
 
 def check() -> None:
-    """Raise :class:`Stopped` if a stop signal arrived since :func:`between_samples` began."""
+    """Raise :class:`Stopped` if a stop signal arrived since :func:`between_samples` began (once: the signal
+    is then delivered)."""
     if _received:
-        raise Stopped(_received[0])
+        name = _received[0]
+        _received.clear()
+        raise Stopped(name)

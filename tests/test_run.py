@@ -128,6 +128,23 @@ def test_sigterm_stops_the_accumulation_between_samples(tmp_path):
             assert f.metadata()["sha256"] == tensors_sha256({name: f.get_tensor(name) for name in f.keys()})
 
 
+def test_sigterm_stops_a_library_accumulation_and_the_previous_handler_comes_back():
+    """No app installed the handler (a script or notebook calling the library): a SIGTERM during the
+    accumulation is still a clean stop, one after the last sample's check still raises, and afterwards the
+    process's own handler is back."""
+    previous = signal.getsignal(signal.SIGTERM)
+    mine = lambda signum, frame: None  # noqa: E731
+    try:
+        signal.signal(signal.SIGTERM, mine)
+        with pytest.raises(stop.Stopped, match="SIGTERM received"):
+            with stop.between_samples():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # noted, not raised: the block ends normally and the stop comes on the way out
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_sigterm_raises_at_once_outside_the_accumulation_and_between_samples_inside():
     previous = signal.getsignal(signal.SIGTERM)
     try:
