@@ -98,6 +98,24 @@ def test_seed_decoding_moves_a_peak_over_a_negative_background_and_relu_does_not
     assert torch.allclose(rate("seed"), amplification, rtol=1e-3) and amplification.min() > 5
 
 
+def test_local_decoding_ignores_a_positive_background_that_pulls_and_moves_relus_point() -> None:
+    """Peaks over a positive background b (the trained toyface FAN's maps keep one): ReLU's expectation is
+    pulled towards the map's centre and moves when only b changes (a photometric change far from the point
+    would move the landmark); ``local`` reads the map near its peak only, so neither happens."""
+    peaks = torch.tensor([[[12.3, 40.6], [45.2, 52.9]]], dtype=torch.float64)
+    maps = lambda b: gaussian_heatmaps(peaks, 64, sigma=1.0) + b  # noqa: E731  (sigma of the FAN authors' targets)
+    relu, local = decode(maps(3e-3), "relu"), decode(maps(3e-3), "local")
+    centre = torch.full_like(peaks, 31.5)
+    assert ((relu - peaks) * (centre - peaks)).sum(-1).min() > 0 and (relu - peaks).norm(dim=-1).min() > 1  # pulled inwards
+    assert (local - peaks).abs().max() < 0.2  # the window cuts the Gaussian off-centre: a sub-pixel bias only
+    assert (decode(maps(4e-3), "relu") - relu).norm(dim=-1).min() > 0.1  # the background alone moves relu's point
+    assert (decode(maps(4e-3), "local") - local).norm(dim=-1).max() < 0.01  # only the background inside the window
+    step = torch.tensor([0.05, 0.0], dtype=torch.float64)
+    shifted = lambda d: gaussian_heatmaps(peaks + d, 64, sigma=1.0) + 3e-3  # noqa: E731
+    rate = (decode(shifted(step), "local") - decode(shifted(-step), "local"))[..., 0] / 0.1
+    assert torch.allclose(rate, torch.ones(1, 2, dtype=torch.float64), atol=0.05)  # follows the peak at rate ~1
+
+
 class SmoothHeatmaps(nn.Module):
     """Stands in for FAN: two Gaussian peaks over a -3e-3 background, modulated smoothly by the image."""
 
@@ -108,8 +126,8 @@ class SmoothHeatmaps(nn.Module):
         return [base * gain]
 
 
-@pytest.mark.parametrize("mode", ["relu", "seed"])
-def test_both_decodings_match_finite_differences(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["relu", "seed", "local"])
+def test_every_decoding_matches_finite_differences(mode: str) -> None:
     landmarker = FANLandmarker(num_modules=1, size=32, heatmap_mode=mode)
     landmarker.net = SmoothHeatmaps()
     f = lambda x: landmarker(Frame(image=x))  # noqa: E731
@@ -121,8 +139,10 @@ def test_both_decodings_match_finite_differences(mode: str) -> None:
 
 
 def test_heatmap_mode_is_checked_at_construction() -> None:
-    with pytest.raises(ValueError, match=r"analyzer\.landmarker\.heatmap_mode: unknown 'raw'; allowed values: relu, seed"):
+    with pytest.raises(ValueError, match=r"analyzer\.landmarker\.heatmap_mode: unknown 'raw'; allowed values: relu, seed, local"):
         FANLandmarker(num_modules=1, size=32, heatmap_mode="raw")
+    with pytest.raises(ValueError, match=r"analyzer\.landmarker\.local_radius: 0 must be >= 1 heatmap px"):
+        FANLandmarker(num_modules=1, size=32, heatmap_mode="local", local_radius=0)
 
 
 # -- parser masks ----------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_the_oracles_score_perfectly_on_drawn_classes_only() -> None:
 
 def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
-    for decoding in ("soft_relu", "soft_sum", "hard"):
+    for decoding in ("soft_relu", "soft_sum", "soft_local", "hard"):
         assert summary[f"px/{decoding}/mean"]["worst"] >= summary[f"px/{decoding}/mean"]["median"] > 0
         assert {f"nme_{decoding}/{group}" for group in LANDMARK_GROUPS} <= set(summary)
     assert summary["nme_soft_relu/all"] == pytest.approx(summary["nme/all"])  # the wrapper decodes so

@@ -9,11 +9,11 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
   eyes, hair, lips, face_skin, mouth_all).
 - landmarks: NME, the point error over the oracle's inter-ocular distance (outer eye corners 36 and 45),
   per landmark group (face_parts.LANDMARK_GROUPS) of the landmarker as configured.
-- for a FAN, its last stack's heatmaps decoded three ways, each error against the oracle in image px:
+- for a FAN, its last stack's heatmaps decoded four ways, each error against the oracle in image px:
   ``soft_relu`` (the project's FANLandmarker: ReLU, normalise by the sum, expectation), ``soft_sum`` (the
-  seed's: normalise by the sum without ReLU) and ``hard`` (face-alignment's argmax with its quarter-pixel
-  step), as mean and median px and as NME per group; the offset soft_relu - hard (all points,
-  systematic per landmark, and its component towards the image centre, where a positive background pulls
+  seed's: normalise by the sum without ReLU), ``soft_local`` (ReLU near the peak only, ``heatmap_mode=local``)
+  and ``hard`` (face-alignment's argmax with its quarter-pixel step), as mean and median px and as NME per
+  group; the offset soft_relu - hard (all points, systematic per landmark, and its component towards the image centre, where a positive background pulls
   an expectation); and the heatmap background (pixels farther than BACKGROUND_PX from the peak): share of
   negative pixels, negative over positive mass, mean background over the peak, and the share of the ReLU'd
   mass that lies in the background.
@@ -34,7 +34,7 @@ from torchmetrics.classification import BinaryJaccardIndex, MulticlassJaccardInd
 from ice_exp.analyzer_training.data import oracle_targets, world_faces
 from ice_exp.analyzer_training.heatmaps import hard_argmax
 from ice_exp.analyzers.base import Landmarker, Parser
-from ice_exp.analyzers.fan import FANLandmarker, soft_argmax
+from ice_exp.analyzers.fan import FANLandmarker, near_peak, soft_argmax
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS, expand_regions
 from ice_exp.generators.base import Frame
@@ -93,7 +93,8 @@ def decoded_points(landmarker: FANLandmarker, frame: Frame) -> tuple[dict[str, T
     """{decoding: points [N, 68, 2] in image px} of the last stack's heatmaps, and the heatmaps."""
     heatmaps = landmarker.net(resize(frame.image, landmarker.size))[-1]
     side, resolution = heatmaps.shape[-1], frame.image.shape[-1]
-    decoded = {"soft_relu": soft_argmax(heatmaps.relu()), "soft_sum": soft_argmax(heatmaps), "hard": hard_argmax(heatmaps)}
+    decoded = {"soft_relu": soft_argmax(heatmaps.relu()), "soft_sum": soft_argmax(heatmaps),
+               "soft_local": soft_argmax(near_peak(heatmaps, landmarker.local_radius)), "hard": hard_argmax(heatmaps)}
     return {name: rescale_points(p, side, resolution) for name, p in decoded.items()}, heatmaps
 
 

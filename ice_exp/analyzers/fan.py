@@ -33,7 +33,7 @@ FAN_WEIGHTS = WeightSpec(
 )
 
 
-HEATMAP_MODES = ("relu", "seed")
+HEATMAP_MODES = ("relu", "seed", "local")
 
 
 def soft_argmax(heatmaps: Tensor, eps: float = 1e-12) -> Tensor:
@@ -48,6 +48,17 @@ def soft_argmax(heatmaps: Tensor, eps: float = 1e-12) -> Tensor:
     return torch.stack([(p.sum(-2) * xs).sum(-1), (p.sum(-1) * ys).sum(-1)], dim=-1)
 
 
+def near_peak(heatmaps: Tensor, radius: int) -> Tensor:
+    """The ReLU'd maps [B, K, H, W] kept within ``radius`` heatmap px (both axes) of each map's hard peak,
+    zero elsewhere. The window is chosen without gradient and is constant near a given image, so the
+    derivative is that of the weights inside it."""
+    h, w = heatmaps.shape[-2:]
+    peak = heatmaps.detach().flatten(-2).argmax(-1)  # [B, K]
+    rows = torch.arange(h, device=heatmaps.device)[:, None] - (peak // w)[..., None, None]
+    cols = torch.arange(w, device=heatmaps.device)[None, :] - (peak % w)[..., None, None]
+    return heatmaps.relu() * ((rows.abs() <= radius) & (cols.abs() <= radius))
+
+
 class FANLandmarker(Landmarker, Pretrained):
     """Image -> resize to ``size`` (256 as trained; inputs in [0, 1] RGB, no normalisation) -> FAN ->
     last-stack heatmaps -> soft-argmax -> image pixels. The soft-argmax is a smooth stand-in for
@@ -56,29 +67,37 @@ class FANLandmarker(Landmarker, Pretrained):
     ``heatmap_mode`` ``relu`` (ours) clips the maps at zero first: an expectation needs non-negative
     weights, and a slightly negative background over the whole map drags the point and, because it
     shrinks the sum, amplifies its Jacobian. ``seed`` divides the raw maps by their sum, as the original
-    ICE code. Any positive background pulls the point towards the map's centre in both modes."""
+    ICE code. Any positive background pulls the point towards the map's centre in both modes; ``local``
+    reads the ReLU'd map only within ``local_radius`` heatmap px of its hard peak (:func:`near_peak`), so
+    the background far from the point neither pulls it nor moves it."""
 
-    def __init__(self, num_modules: int = 4, size: int = 256, heatmap_mode: str = "relu") -> None:
+    def __init__(self, num_modules: int = 4, size: int = 256, heatmap_mode: str = "relu", local_radius: int = 3) -> None:
         super().__init__()
         if heatmap_mode not in HEATMAP_MODES:
             raise ValueError(f"analyzer.landmarker.heatmap_mode: unknown {heatmap_mode!r}; "
                              f"allowed values: {', '.join(HEATMAP_MODES)}")
-        self.net, self.size, self.heatmap_mode = FAN(num_modules), size, heatmap_mode
+        if local_radius < 1:
+            raise ValueError(f"analyzer.landmarker.local_radius: {local_radius} must be >= 1 heatmap px")
+        self.net, self.size, self.heatmap_mode, self.local_radius = FAN(num_modules), size, heatmap_mode, local_radius
         self.freeze()
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, heatmap_mode={self.heatmap_mode}"
+        local = f", local_radius={self.local_radius}" if self.heatmap_mode == "local" else ""  # read by local only
+        return f"size={self.size}, heatmap_mode={self.heatmap_mode}{local}"
 
     def forward(self, frame: Frame) -> Tensor:
         heatmaps = self.net(resize(frame.image, self.size))[-1]
         if self.heatmap_mode == "relu":
             heatmaps = heatmaps.relu()
+        elif self.heatmap_mode == "local":
+            heatmaps = near_peak(heatmaps, self.local_radius)
         return rescale_points(soft_argmax(heatmaps), heatmaps.shape[-1], frame.image.shape[-1])
 
 
-def fan(path: str | Path | None = None, size: int = 256, num_modules: int = 4, heatmap_mode: str = "relu") -> FANLandmarker:
+def fan(path: str | Path | None = None, size: int = 256, num_modules: int = 4, heatmap_mode: str = "relu",
+        local_radius: int = 3) -> FANLandmarker:
     """FAN with the published 2DFAN-4 weights (``num_modules`` 4) or weights trained on toyface (any depth):
     ``path`` (file or folder), else the torch hub cache."""
-    landmarker = FANLandmarker(num_modules, size, heatmap_mode)
+    landmarker = FANLandmarker(num_modules, size, heatmap_mode, local_radius)
     landmarker.load_weights(FAN_WEIGHTS, path)
     return landmarker
