@@ -13,10 +13,10 @@ For every scored world (``ScoreFaces``: the protocol's worlds 10-29 and its late
   ``soft_relu`` (the project's FANLandmarker: ReLU, normalise by the sum, expectation), ``soft_sum`` (the
   seed's: normalise by the sum without ReLU), ``soft_local`` (ReLU near the peak only, ``heatmap_mode=local``)
   and ``hard`` (face-alignment's argmax with its quarter-pixel step), as mean and median px and as NME per
-  group; the offset soft_relu - hard (all points, systematic per landmark, and its component towards the image centre, where a positive background pulls
-  an expectation); and the heatmap background (pixels farther than BACKGROUND_PX from the peak): share of
-  negative pixels, negative over positive mass, mean background over the peak, and the share of the ReLU'd
-  mass that lies in the background.
+  group; the offset soft_relu - hard (all points, systematic per landmark, and its component towards the image
+  centre, where a positive background pulls an expectation); and the heatmap background (pixels farther than
+  BACKGROUND_PX from the peak): share of negative pixels, negative over positive mass, mean background over
+  the peak, and the share of the ReLU'd mass that lies in the background.
 Each world gives one number per metric; the summary is the median and the worst over worlds (IoU: the
 lowest; everything else: the highest), as every toyface claim is reported.
 """
