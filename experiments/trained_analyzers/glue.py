@@ -26,11 +26,6 @@ seed's glue: use their seed settings (``experiment=toyface/seed/...``).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
-import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +33,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import Tensor
 
+from experiments.trained_analyzers import resumable
+from experiments.trained_analyzers.resumable import Row, median_worst
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.fan import FANLandmarker
 from ice_exp.build import Setup, build_setup
@@ -47,7 +44,6 @@ from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem
-from ice_exp.tasks import task_names
 
 GLUES = {  # build name -> (analyzer.landmarker.heatmap_mode, analyzer.parser.mask_mode)
     "ours": ("relu", "image"),
@@ -138,10 +134,6 @@ def measure(overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def median_worst(values: list[float], worst: Any = max) -> str:
-    return f"{statistics.median(values):.3g} [{worst(values):.3g}]"
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown, one line per task, median [worst] over the worlds: per landmark term, FAN decoded as the seed vs
     ours (λ_max ratio, worst = farthest from 1; top-vector angle; angle between the suppressed eigenspaces); per
@@ -168,35 +160,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the network parser and FAN")
-    p.add_argument("--worlds", default="10-12", help="first-last generator.seed")
-    p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
-    p.add_argument("--overrides", default="", help="further ice-exp overrides for every run")
-    p.add_argument("--out", type=Path, default=None,
-                   help="<out>.jsonl gets each row as it is done (a rerun skips the rows there), <out>.md the table")
-    args = p.parse_args(argv)
-    first, last = (int(x) for x in args.worlds.split("-"))
-    rows_file = args.out.with_suffix(".jsonl") if args.out is not None else None
-    done = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file and rows_file.is_file() else []
-    rows = []
-    for task in args.tasks or task_names():
-        for world in range(first, last + 1):
-            row = next((r for r in done if (r["task"], r["world"]) == (task, world)), None)
-            if row is None:
-                overrides = [f"experiment=toyface/seed/{task}", f"generator.seed={world}",
-                             *shlex.split(args.analyzers), *shlex.split(args.overrides)]
-                row = {"task": task, "world": world, **measure(overrides)}
-                if rows_file is not None:
-                    with rows_file.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print(table(rows))
-    if args.out is not None:
-        args.out.with_suffix(".md").write_text(table(rows))
-    return rows
+def main(argv: list[str] | None = None) -> list[Row]:
+    args = resumable.parser(__doc__.split("\n")[0]).parse_args(argv)
+    return resumable.run_rows(args, lambda task, world, analyzers, overrides: measure(
+        [f"experiment=toyface/seed/{task}", f"generator.seed={world}", *analyzers, *overrides]), table)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,7 @@ many true dimensions a suppress term blocks and how much of the activate term th
 """
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,13 +29,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import Tensor
 
+from experiments.trained_analyzers import resumable
+from experiments.trained_analyzers.resumable import Row, median_worst
 from ice_exp.build import Setup, build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.evaluation import ground_truth
 from ice_exp.linalg import eigenspace_angle, principal_angles
 from ice_exp.solvers.base import Problem, Solution
-from ice_exp.tasks import task_names
 from ice_exp.terms import ACTIVATE
 
 SEED_GLUE = ["analyzer.landmarker.heatmap_mode=seed", "analyzer.parser.mask_mode=seed"]
@@ -102,13 +99,13 @@ def factor_mix(setup: Setup, directions: Tensor, top: int = 3) -> list[list[list
             for k in range(directions.shape[1])]
 
 
-def one_world(task: str, world: int, analyzers: list[str], overrides: list[str] = ()) -> dict[str, Any]:
+def one_world(task: str, world: int, analyzers: list[str], overrides: list[str]) -> Row:
     base = [f"experiment=toyface/{task}", f"generator.seed={world}", *overrides]
     hard = ["criteria.activate.criterion.soft=false", "criteria.suppress.residual.criterion.soft=false"]
     seed_glue = SEED_GLUE + (hard if task == "face_color" else [])
     runs = {"oracle": solve(base), "trained": solve(base + analyzers),
             "trained_seed_glue": solve(base + analyzers + seed_glue), "trained_local": solve(base + analyzers + LOCAL)}
-    row: dict[str, Any] = {"task": task, "world": world}
+    row: Row = {}
     for way, (_, _, _, scores) in runs.items():
         row.update({f"{way}/{k}": scores[k] for k in ("gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found")})
     row["gt/dim_true"] = runs["oracle"][3]["gt/dim_true"]
@@ -122,10 +119,6 @@ def one_world(task: str, world: int, analyzers: list[str], overrides: list[str] 
                                    for way, (setup, grams, _, _) in runs.items()}
     row["found_factors"] = {way: factor_mix(setup, solution.directions) for way, (setup, _, solution, _) in runs.items()}
     return row
-
-
-def median_worst(values: list[float], worst: Any = max) -> str:
-    return f"{statistics.median(values):.3g} [{worst(values):.3g}]"
 
 
 def truth_cells(rows: list[dict[str, Any]]) -> str:
@@ -162,33 +155,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--analyzers", required=True, help="ice-exp overrides selecting the trained parser and FAN")
-    p.add_argument("--worlds", default="10-12", help="first-last generator.seed (never a training world)")
-    p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
-    p.add_argument("--overrides", default="", help="further ice-exp overrides for every way")
-    p.add_argument("--out", type=Path, default=None,
-                   help="<out>.jsonl gets each row as it is done (a rerun skips the rows there), <out>.md the table")
-    args = p.parse_args(argv)
-    first, last = (int(x) for x in args.worlds.split("-"))
-    rows_file = args.out.with_suffix(".jsonl") if args.out is not None else None
-    done = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file and rows_file.is_file() else []
-    rows = []
-    for task in args.tasks or task_names():
-        for world in range(first, last + 1):
-            row = next((r for r in done if (r["task"], r["world"]) == (task, world)), None)
-            if row is None or any(f"{way}/gt/pass" not in row for way in WAYS):  # new or measured with fewer ways
-                row = one_world(task, world, shlex.split(args.analyzers), shlex.split(args.overrides))
-                if rows_file is not None:
-                    with rows_file.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print(table(rows))
-    if args.out is not None:
-        args.out.with_suffix(".md").write_text(table(rows))
-    return rows
+def main(argv: list[str] | None = None) -> list[Row]:
+    args = resumable.parser(__doc__.split("\n")[0]).parse_args(argv)
+    return resumable.run_rows(args, one_world, table, complete=lambda row: all(f"{way}/gt/pass" in row for way in WAYS))
 
 
 if __name__ == "__main__":
