@@ -121,37 +121,45 @@ def one_world(task: str, world: int, analyzers: list[str], overrides: list[str])
     return row
 
 
-def truth_cells(rows: list[dict[str, Any]]) -> str:
-    """The median over worlds of ``truth_on_terms``: blocked true dimensions per suppress term and the activate
-    term's weakest true share, each way (oracle → trained → trained with the seed's glue)."""
-    terms = rows[0]["truth_on_terms"]["oracle"]
-    def median(term: str, key: str) -> list[float]:
-        return [statistics.median(r["truth_on_terms"][way][term][key] for r in rows) for way in WAYS]
-    blocked = [f"{t} " + "→".join(f"{v:g}" for v in median(t, "blocked")) for t, v in terms.items() if "blocked" in v]
-    shares = ["→".join(f"{v:.2g}" for v in median(t, "share_min")) for t, v in terms.items() if "blocked" not in v]
-    return ", ".join(blocked) + " | " + (", ".join(shares) or "–")
+def by_task(rows: list[Row]) -> dict[str, list[Row]]:
+    return {task: [r for r in rows if r["task"] == task] for task in dict.fromkeys(r["task"] for r in rows)}
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per task, median [worst] over the worlds."""
-    lines = ["| task | dims true | " + " | ".join(f"{w}: pass · angle · purity · dims" for w in WAYS)
-             + " | oracle vs trained | glue vs glue | terms, oracle vs trained (median deg) "
-             + "| true dims blocked, oracle → trained → seed glue (median) | activate: weakest true share, same |",
-             "|---" * (7 + len(WAYS)) + "|"]
-    for task in dict.fromkeys(r["task"] for r in rows):
-        mine = [r for r in rows if r["task"] == task]
-        cells = []
-        for way in WAYS:
-            passed = sum(int(r[f"{way}/gt/pass"]) for r in mine)
-            dims = sorted({int(r[f"{way}/gt/dim_found"]) for r in mine})
-            cells.append(f"{passed}/{len(mine)} · {median_worst([r[f'{way}/gt/principal_angle_max_deg'] for r in mine])}° · "
-                         f"{median_worst([r[f'{way}/gt/purity_mean'] for r in mine], min)} · {'/'.join(map(str, dims))}")
-        terms = {t: statistics.median(r["term_angle_deg"][t] for r in mine) for t in mine[0]["term_angle_deg"]}
+def table(rows: list[Row]) -> str:
+    """Markdown, median [worst] over the worlds: the ground truth of each way, then why they differ."""
+    lines = ["| task | dims true | " + " | ".join(f"{way}: pass · angle to truth · dims" for way in WAYS)
+             + " | subspace angle oracle vs trained | trained: our glue vs the seed's |", "|---" * (4 + len(WAYS)) + "|"]
+    for task, mine in by_task(rows).items():
+        cells = [f"{sum(int(r[f'{way}/gt/pass']) for r in mine)}/{len(mine)} · "
+                 f"{median_worst([r[f'{way}/gt/principal_angle_max_deg'] for r in mine])}° · "
+                 + "/".join(str(d) for d in sorted({int(r[f'{way}/gt/dim_found']) for r in mine})) for way in WAYS]
         lines.append(f"| {task} | {mine[0]['gt/dim_true']} | " + " | ".join(cells)
                      + f" | {median_worst([r['angle_oracle_trained_deg'] for r in mine])}°"
-                     + f" | {median_worst([r['angle_glues_deg'] for r in mine])}°"
-                     + " | " + ", ".join(f"{t} {a:.2g}" for t, a in terms.items())
-                     + " | " + truth_cells(mine) + " |")
+                     + f" | {median_worst([r['angle_glues_deg'] for r in mine])}° |")
+    return "\n".join(lines) + "\n\n" + why_table(rows)
+
+
+def why_table(rows: list[Row]) -> str:
+    """Per task and way (oracle → trained → seed glue → local), medians over the worlds: the factor the activate
+    term's top direction moves most (and in how many worlds), the truth's largest share of the activate
+    term's λ_max, and per suppress term the truth's largest share of its λ_max and the true dimensions that
+    share blocks (those at or above the term's ratio)."""
+    lines = ["| task | activate's top direction moves | activate: truth's share of λ_max "
+             "| suppress terms: truth's share of λ_max · true dims blocked |", "|---|---|---|---|"]
+    for task, mine in by_task(rows).items():
+        tops = []
+        for way in WAYS:
+            leaders = [r["activate_top_factors"][way][0] for r in mine]
+            name = max(set(f for f, _ in leaders), key=[f for f, _ in leaders].count)
+            share = statistics.median(s for f, s in leaders if f == name)
+            tops.append(f"{name} {share:.2f} ({sum(f == name for f, _ in leaders)}/{len(mine)})")
+        terms = mine[0]["truth_on_terms"]["oracle"]
+        def median(term: str, key: str) -> list[float]:
+            return [statistics.median(r["truth_on_terms"][way][term][key] for r in mine) for way in WAYS]
+        activate = "→".join(f"{v:.2g}" for v in median(ACTIVATE, "share_max"))
+        suppress = [f"{t}: " + "→".join(f"{v:.1g}" for v in median(t, "share_max")) + " · "
+                    + "→".join(f"{v:g}" for v in median(t, "blocked")) for t in terms if t != ACTIVATE]
+        lines.append(f"| {task} | {' → '.join(tops)} | {activate} | {'<br>'.join(suppress)} |")
     return "\n".join(lines) + "\n"
 
 
