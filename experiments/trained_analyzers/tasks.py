@@ -21,6 +21,7 @@ many true dimensions a suppress term blocks and how much of the activate term th
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -125,13 +126,22 @@ def by_task(rows: list[Row]) -> dict[str, list[Row]]:
     return {task: [r for r in rows if r["task"] == task] for task in dict.fromkeys(r["task"] for r in rows)}
 
 
+def purity_cell(purities: list[float]) -> str:
+    """median [worst] over the worlds that found a direction (a world that found none has no purity)."""
+    found = [p for p in purities if not math.isnan(p)]
+    if not found:
+        return "–"
+    return median_worst(found, min) + (f" ({len(found)}/{len(purities)} found any)" if len(found) < len(purities) else "")
+
+
 def table(rows: list[Row]) -> str:
     """Markdown, median [worst] over the worlds: the ground truth of each way, then why they differ."""
-    lines = ["| task | dims true | " + " | ".join(f"{way}: pass · angle to truth · dims" for way in WAYS)
+    lines = ["| task | dims true | " + " | ".join(f"{way}: pass · angle to truth · purity · dims" for way in WAYS)
              + " | subspace angle oracle vs trained | trained: our glue vs the seed's |", "|---" * (4 + len(WAYS)) + "|"]
     for task, mine in by_task(rows).items():
         cells = [f"{sum(int(r[f'{way}/gt/pass']) for r in mine)}/{len(mine)} · "
                  f"{median_worst([r[f'{way}/gt/principal_angle_max_deg'] for r in mine])}° · "
+                 f"{purity_cell([r[f'{way}/gt/purity_mean'] for r in mine])} · "
                  + "/".join(str(d) for d in sorted({int(r[f'{way}/gt/dim_found']) for r in mine})) for way in WAYS]
         lines.append(f"| {task} | {mine[0]['gt/dim_true']} | " + " | ".join(cells)
                      + f" | {median_worst([r['angle_oracle_trained_deg'] for r in mine])}°"
