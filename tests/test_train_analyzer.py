@@ -202,7 +202,8 @@ def test_the_seven_task_comparison_runs_with_trained_files_and_resumes(trained, 
     assert (row["task"], row["world"], row["gt/dim_true"]) == ("hair_photometry", 3, 2)
     assert set(row["term_angle_deg"]) == {"activate", "outside_hair", "landmarks"}
     assert all(0 <= row[k] <= 90 for k in ("angle_oracle_trained_deg", "angle_glues_deg"))
-    assert set(row["truth_on_terms"]) == set(tasks.WAYS) == set(row["found_factors"]) and row["truth_on_terms"]["oracle"]["outside_hair"]["dim"] == 2
+    assert set(row["truth_on_terms"]) == set(tasks.WAYS) == set(row["found_factors"])
+    assert row["truth_on_terms"]["oracle"]["outside_hair"]["dim"] == 2
     assert len(row["found_factors"]["oracle"]) == row["oracle/gt/dim_found"] and len(row["activate_top_factors"]["trained"]) == 3
     assert "| hair_photometry | 2 |" in (tmp_path / "tasks.md").read_text()
     monkeypatch.setattr(tasks, "one_world", lambda *a: pytest.fail("ran a task-world that was already written"))

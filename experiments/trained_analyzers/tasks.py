@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from typing import Any
 
 import torch
@@ -160,7 +161,7 @@ def why_table(rows: list[Row]) -> str:
         tops = []
         for way in WAYS:
             leaders = [r["activate_top_factors"][way][0] for r in mine]
-            name = max(set(f for f, _ in leaders), key=[f for f, _ in leaders].count)
+            name = Counter(f for f, _ in leaders).most_common(1)[0][0]  # ties: the first world's
             share = statistics.median(s for f, s in leaders if f == name)
             tops.append(f"{name} {share:.2f} ({sum(f == name for f, _ in leaders)}/{len(mine)})")
         terms = mine[0]["truth_on_terms"]["oracle"]
