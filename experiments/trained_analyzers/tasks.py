@@ -37,7 +37,7 @@ from ice_exp.build import Setup, build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.evaluation import ground_truth
-from ice_exp.linalg import eigenspace_angle, principal_angles
+from ice_exp.linalg import eigenspace_angle, principal_angles, significant_eigenspace
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.terms import ACTIVATE
 
@@ -84,7 +84,7 @@ def truth_on_terms(setup: Setup, grams: dict[str, Tensor]) -> dict[str, dict[str
         row = {"share_max": float(share[-1]), "share_min": float(share[0]), "dim": q.shape[1]}
         if term.ratio is not None:
             row["blocked"] = int((share >= term.ratio).sum())
-            row["significant"] = int((torch.linalg.eigvalsh(g) >= term.ratio * torch.linalg.eigvalsh(g)[-1]).sum())
+            row["significant"] = significant_eigenspace(g, term.ratio).shape[1]
         out[term.name] = row
     return out
 
@@ -101,6 +101,11 @@ def factor_mix(setup: Setup, directions: Tensor, top: int = 3) -> list[list[list
             for k in range(directions.shape[1])]
 
 
+def largest_angle(a: Tensor, b: Tensor) -> float:
+    """Largest principal angle (deg) between two found subspaces; 90 when either is empty."""
+    return float(principal_angles(a, b).max()) if a.shape[1] and b.shape[1] else 90.0
+
+
 def one_world(task: str, world: int, analyzers: list[str], overrides: list[str]) -> Row:
     base = [f"experiment=toyface/{task}", f"generator.seed={world}", *overrides]
     hard = ["criteria.activate.criterion.soft=false", "criteria.suppress.residual.criterion.soft=false"]
@@ -112,9 +117,8 @@ def one_world(task: str, world: int, analyzers: list[str], overrides: list[str])
         row.update({f"{way}/{k}": scores[k] for k in ("gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found")})
     row["gt/dim_true"] = runs["oracle"][3]["gt/dim_true"]
     d = {way: r[2].directions for way, r in runs.items()}
-    row["angle_oracle_trained_deg"] = float(principal_angles(d["oracle"], d["trained"]).max()) if d["trained"].shape[1] else 90.0
-    row["angle_glues_deg"] = (float(principal_angles(d["trained"], d["trained_seed_glue"]).max())
-                              if d["trained"].shape[1] and d["trained_seed_glue"].shape[1] else 90.0)
+    row["angle_oracle_trained_deg"] = largest_angle(d["oracle"], d["trained"])
+    row["angle_glues_deg"] = largest_angle(d["trained"], d["trained_seed_glue"])
     row["term_angle_deg"] = term_angles(runs["oracle"][0], runs["oracle"][1], runs["trained"][1])
     row["truth_on_terms"] = {way: truth_on_terms(setup, grams) for way, (setup, grams, _, _) in runs.items()}
     row["activate_top_factors"] = {way: factor_mix(setup, torch.linalg.eigh(grams[ACTIVATE].double())[1][:, -1:])[0]

@@ -72,15 +72,16 @@ def parser_scores(parser: Parser, frames: list[Frame]) -> dict[str, float]:
     (``iou_region/<regions>``, the union of its classes) over the frames of one world."""
     to_regions = torch.tensor([REGIONS.index(name) for name in parser.class_names])  # the parser's labels -> REGIONS
     metric = MulticlassJaccardIndex(num_classes=len(REGIONS), average="none", zero_division=float("nan"))
-    unions = {name: BinaryJaccardIndex() for name in task_regions()}
+    members = {name: torch.tensor([REGIONS.index(r) for r in expand_regions(regions)])
+               for name, regions in task_regions().items()}  # the task files are read once per world
+    unions = {name: BinaryJaccardIndex() for name in members}
     drawn = {0}  # the background is always there
     for frame in frames:
         labels, _ = oracle_targets(frame)
         predicted = to_regions[parser(frame).argmax(1)]
         metric.update(predicted, labels.long())
-        for name, regions in task_regions().items():
-            members = torch.tensor([REGIONS.index(r) for r in expand_regions(regions)])
-            unions[name].update(torch.isin(predicted, members).long(), torch.isin(labels.long(), members).long())
+        for name, classes in members.items():
+            unions[name].update(torch.isin(predicted, classes).long(), torch.isin(labels.long(), classes).long())
         drawn |= {cls for cls, _ in frame.scene.layers}
     iou = metric.compute()
     scores = {f"iou/{REGIONS[c]}": float(iou[c]) for c in sorted(drawn)}
