@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from experiments.benchmarks import per_criterion
 from ice_exp.analyzers import Analyzers
 from ice_exp.engine.accumulator import GramAccumulator
-from ice_exp.engine.grams import SampleGrams, sample_grams, term_fn
+from ice_exp.engine.grams import SampleGrams, directional_changes, sample_grams, term_fn
 from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
@@ -76,6 +77,24 @@ def test_engines_equal_the_loop_on_toyface_float64(world):
         grams = sample_grams(generator, terms, u, "s", mode=mode)
         for name, g in reference.items():
             assert _rel(grams[name], g) <= 1e-6, (mode, name, _rel(grams[name], g))
+
+
+@pytest.mark.parametrize("mode", ["loop", "vjp", "jvp", "auto"])
+def test_one_rendering_for_all_criteria_gives_the_per_criterion_results(world, mode):
+    """Every criterion reading one shared frame (and its tangent) gives the Grams and directional changes
+    of each criterion rendering alone, in every mode, to float64 round-off."""
+    generator, terms, z = world
+    u = _u(generator, z[1])
+    reference = per_criterion.sample_grams(generator, terms, u, "s", mode=mode)
+    tangents = torch.randn(5, u.numel(), dtype=u.dtype, generator=torch.Generator().manual_seed(5))
+    moved = per_criterion.directional_changes(generator, terms, u, "s", tangents.T)
+    passes = {}
+    grams = sample_grams(generator, terms, u, "s", mode=mode, passes=passes)
+    assert list(passes) == ["exact"] and passes["exact"] == (192 if mode in ("jvp", "auto") else 40 + 96 + 432)
+    changes = directional_changes(generator, terms, u, "s", tangents.T)
+    for name, g in reference.items():
+        assert _rel(grams[name], g) <= 1e-10, (mode, name)
+        assert _rel(changes[name], moved[name]) <= 1e-10, name
 
 
 def test_chunks_halve_on_out_of_memory_and_give_the_same_rows():

@@ -2,7 +2,6 @@
 directional changes."""
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from torch import Tensor
 from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.weights import Pretrained
 from ice_exp.engine.cache import GramCache, key_of, state_hash
-from ice_exp.engine.jacobian import check_mode, directional, gram, jacobian
+from ice_exp.engine.frame import FramePasses, Part
+from ice_exp.engine.jacobian import check_mode, directional, gram
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.base import Generator
@@ -21,43 +21,27 @@ from ice_exp.terms import Terms
 
 def criterion_fns(generator: Generator, terms: Terms, u: Tensor, space: str
                    ) -> Iterator[tuple[str, Callable[[Tensor], Tensor], dict[str, int]]]:
-    """For each criterion: (key, fn: u [D] -> its used parts concatenated [m], {part: size}) at u.
-    The criterion's constants (masks, triangulations) are prepared once on the frame at u."""
-    with torch.no_grad():
-        frame = generator.decode(u[None], space)
-    for key, criterion in terms.criteria.items():
-        with torch.no_grad():
-            state = criterion.prepare(frame)
-            sizes = {p: o.shape[1] for p, o in sorted(terms.outputs(key, frame, state).items())}
-
-        def fn(v: Tensor, key: str = key, state: dict = state) -> Tensor:
-            out = terms.outputs(key, generator.decode(v[None], space), state)
-            return torch.cat([out[p][0] for p in sorted(out)])
-
-        yield key, fn, sizes
-
-
-def _per_term(terms: Terms, key: str, rows: Tensor, sizes: dict[str, int], dim: int) -> dict[str, Tensor]:
-    """Split a criterion's stacked outputs (along ``dim``) into the terms that use them."""
-    parts = dict(zip(sizes, torch.split(rows, list(sizes.values()), dim=dim)))
-    return {t.name: parts[t.part] for t in terms.terms if t.criterion == key}
-
-
-def _select(fn: Callable[[Tensor], Tensor], sizes: dict[str, int], parts: list[str]) -> Callable[[Tensor], Tensor]:
-    """``fn`` restricted to some of its parts (in the order of ``sizes``)."""
-    if list(sizes) == parts:
-        return fn
-    offsets = dict(zip(sizes, itertools.accumulate(sizes.values(), initial=0)))
-    return lambda v: torch.cat([fn(v)[offsets[p]: offsets[p] + sizes[p]] for p in parts])
+    """For each criterion alone: (key, fn: u [D] -> its used parts concatenated [m], {part: size}) at u,
+    prepared on the frame at u (benchmarks that time or count one criterion)."""
+    frames = FramePasses(generator, terms, u, space)
+    for key in terms.criteria:
+        parts = frames.parts([key])
+        yield key, frames.fn(parts), {p: frames.sizes[(key, p)] for _, p in parts}
 
 
 def term_fn(generator: Generator, terms: Terms, u: Tensor, space: str, name: str) -> Callable[[Tensor], Tensor]:
     """v [D] -> the outputs [m] of the term ``name``, its criterion prepared on the frame at u."""
     term = next(t for t in terms.terms if t.name == name)
-    for key, fn, sizes in criterion_fns(generator, terms, u, space):
-        if key == term.criterion:
-            return _select(fn, sizes, [term.part])
-    raise KeyError(name)
+    return FramePasses(generator, terms, u, space).fn([(term.criterion, term.part)])
+
+
+def _by_term(terms: Terms, frames: FramePasses, parts: list[Part], rows: Tensor, dim: int) -> dict[str, Tensor]:
+    """Split the parts' stacked outputs (along ``dim``) into the terms that use them."""
+    split = dict(zip(parts, torch.split(rows, [frames.sizes[p] for p in parts], dim=dim)))
+    return {t.name: split[(t.criterion, t.part)] for t in terms.terms if (t.criterion, t.part) in split}
+
+
+EXACT = "exact"  # the ``passes`` key of the exact terms' shared Jacobian
 
 
 def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode: str = "auto",
@@ -66,36 +50,37 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
                  passes: dict[str, int] | None = None) -> dict[str, Tensor]:
     """{term name: J_termᵀ J_term [D, D] float64} at one latent point u [D] (options: conf ``engine:``).
 
-    Exact terms share one Jacobian per criterion (``mode``, ``chunk``). With ``activate_topk`` the activate
-    term is its rank-K approximation by subspace iteration, and with ``suppress_rank`` each suppress term
-    is a randomised range sketch grown until its null space at the term's ratio is kept (engine.sketch);
-    a term whose first sketch would already need as many passes as the exact route stays exact.
-    ``passes``, when given, receives the passes spent per criterion key (exact) or term name (sketched)."""
+    The exact terms share one Jacobian of all their parts (``mode``, ``chunk``), every criterion reading
+    one rendering per pass (engine.frame). With ``activate_topk`` the activate term is its rank-K
+    approximation by subspace iteration, and with ``suppress_rank`` each suppress term is a randomised
+    range sketch grown until its null space at the term's ratio is kept (engine.sketch), each pass
+    rendering once for its criterion; a term whose first sketch would already need as many passes as the
+    exact route stays exact. ``passes``, when given, receives the passes spent: ``EXACT`` for the shared
+    Jacobian, the term name for each sketched term."""
     check_precision(precision)
     passes = {} if passes is None else passes
     grams: dict[str, Tensor] = {}
     dim = u.numel()
     with precision_scope(precision, u.device):
-        for key, fn, sizes in criterion_fns(generator, terms, u, space):
-            users = [t for t in terms.terms if t.criterion == key]
-            rank = {t.name: activate_topk if t.ratio is None else suppress_rank for t in users}
-            sketched = [t for t in users if rank[t.name] and rank[t.name] + oversample < min(sizes[t.part], dim)]
-            exact_parts = [p for p in sizes if any(t.part == p for t in users if t not in sketched)]
-            if exact_parts:
-                j = jacobian(_select(fn, sizes, exact_parts), u, mode=mode, chunk=chunk)
-                if not torch.isfinite(j).all():
-                    raise FloatingPointError(f"criterion {key}: its Jacobian has NaN/Inf entries at this sample")
-                rows = dict(zip(exact_parts, torch.split(j, [sizes[p] for p in exact_parts])))
-                grams.update({t.name: gram(rows[t.part]) for t in users if t not in sketched})
-                m = len(j)
-                passes[key] = dim if mode == "jvp" or (mode == "auto" and m >= dim) else m
-            for t in sketched:
-                part_fn = _select(fn, sizes, [t.part])
-                if t.ratio is None:
-                    grams[t.name], passes[t.name] = topk_gram(part_fn, u, rank[t.name], oversample, chunk=chunk)
-                else:
-                    sketch = range_sketch(part_fn, u, rank[t.name], oversample, ratio=t.ratio, chunk=chunk)
-                    grams[t.name], passes[t.name] = sketch.gram(), sketch.passes
+        frames = FramePasses(generator, terms, u, space)
+        rank = {t.name: activate_topk if t.ratio is None else suppress_rank for t in terms.terms}
+        sketched = [t for t in terms.terms
+                    if rank[t.name] and rank[t.name] + oversample < min(frames.sizes[(t.criterion, t.part)], dim)]
+        exact = [p for p in frames.parts() if any((t.criterion, t.part) == p for t in terms.terms if t not in sketched)]
+        if exact:
+            j, passes[EXACT] = frames.jacobian(exact, mode, chunk)
+            rows = dict(zip(exact, torch.split(j, [frames.sizes[p] for p in exact])))
+            bad = next((key for (key, _), r in rows.items() if not torch.isfinite(r).all()), None)
+            if bad is not None:
+                raise FloatingPointError(f"criterion {bad}: its Jacobian has NaN/Inf entries at this sample")
+            grams.update({t.name: gram(rows[(t.criterion, t.part)]) for t in terms.terms if t not in sketched})
+        for t in sketched:
+            part_fn = frames.fn([(t.criterion, t.part)])
+            if t.ratio is None:
+                grams[t.name], passes[t.name] = topk_gram(part_fn, u, rank[t.name], oversample, chunk=chunk)
+            else:
+                sketch = range_sketch(part_fn, u, rank[t.name], oversample, ratio=t.ratio, chunk=chunk)
+                grams[t.name], passes[t.name] = sketch.gram(), sketch.passes
     return grams
 
 
@@ -155,13 +140,13 @@ def precision_angles(generator: Generator, terms: Terms, u: Tensor, space: str, 
 
 
 def directional_changes(generator: Generator, terms: Terms, u: Tensor, space: str, directions: Tensor) -> dict[str, Tensor]:
-    """{term name: ‖J_term v_k‖² per unit step [K]} at u for the columns v_k of ``directions`` [D, K]."""
+    """{term name: ‖J_term v_k‖² per unit step [K]} at u for the columns v_k of ``directions`` [D, K]: all
+    probes and all criteria in one forward pass per chunk (engine.frame)."""
     tangents = directions.to(u.dtype).T
-    out: dict[str, Tensor] = {}
-    for key, fn, sizes in criterion_fns(generator, terms, u, space):
-        try:
-            moved = directional(fn, u, tangents)
-        except NotImplementedError:  # an op without forward-mode derivative: J by reverse mode, then J v
-            moved = tangents @ jacobian(fn, u, mode="vjp").T
-        out.update({name: (rows.double() ** 2).sum(1) for name, rows in _per_term(terms, key, moved, sizes, 1).items()})
-    return out
+    frames = FramePasses(generator, terms, u, space)
+    parts = frames.parts()
+    try:
+        moved = directional(frames.fn(parts), u, tangents)
+    except NotImplementedError:  # an op without forward-mode derivative: J by reverse mode, then J v
+        moved = tangents @ frames.jacobian(parts, "vjp")[0].T
+    return {name: (rows.double() ** 2).sum(1) for name, rows in _by_term(terms, frames, parts, moved, 1).items()}
