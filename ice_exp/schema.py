@@ -35,6 +35,7 @@ Precision = choice("Precision", "fp32 tf32 bf16")  # arithmetic of the Jacobian 
 NullSpace = choice("NullSpace", "intersection sequential")  # how the suppress terms' null spaces combine
 LoggerMode = choice("LoggerMode", "auto online offline disabled")  # W&B mode (auto: online with an API key)
 PeerOrder = choice("PeerOrder", "foreground gain")  # LowRankGAN's direction order
+RpcaMethod = choice("RpcaMethod", "admm ialm")  # LowRankGAN's robust PCA solver
 ToRGB = choice("ToRGB", "last all none")  # SeFa: the toRGB affines read
 Basis = choice("Basis", "w s")  # GANSpace: the latent sampled for its PCA
 
@@ -171,6 +172,7 @@ class IceSolver(Solver):
 class LowRankGAN(Solver):
     rpca: bool = True
     lam: float = 1 / 60
+    rpca_method: RpcaMethod = RpcaMethod.admm
     num_relax: int = 0
     rho: Optional[float] = None
     null_ratio: Optional[float] = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import scipy.linalg
 import torch
@@ -86,9 +87,83 @@ def test_robust_pca_separates_low_rank_from_sparse():
     sparse = torch.zeros(n, n, dtype=torch.float64)
     for i, j in [(0, 5), (7, 30), (12, 12), (20, 33)]:
         sparse[i, j] = sparse[j, i] = 5.0
-    found_low, found_sparse = robust_pca(low + sparse, lam=1 / math.sqrt(n))
-    assert (found_low - low).norm() / low.norm() < 1e-3
-    assert (found_sparse - sparse).norm() / sparse.norm() < 1e-2
+    for method in ("admm", "ialm"):
+        found_low, found_sparse, _ = robust_pca(low + sparse, lam=1 / math.sqrt(n), method=method)
+        assert (found_low - low).norm() / low.norm() < 1e-3, method
+        assert (found_sparse - sparse).norm() / sparse.norm() < 1e-2, method
+
+
+def _reference_lowrankgan(fg: np.ndarray, bg: np.ndarray, lam: float) -> np.ndarray:
+    """zhujiapeng/LowRankGAN's compute_directions on two Grams, written out in numpy: its RobustPCA loop (SVD
+    thresholding, fixed μ = n²/(4‖M‖₁) with numpy's matrix 1-norm, dual from 0, stop at ‖L + S − M‖_F ≤
+    1e-7‖M‖_F or after 10,000 steps), ranks by matrix_rank, at least one background direction removed."""
+    def low_rank(m: np.ndarray) -> np.ndarray:
+        mu = m.size / (4 * np.linalg.norm(m, ord=1))
+        low = sparse = dual = np.zeros_like(m)
+        for _ in range(10_000):
+            u, s, vh = np.linalg.svd(m - sparse - dual / mu, full_matrices=False)
+            low = u @ np.diag(np.maximum(s - 1 / mu, 0)) @ vh
+            x = m - low - dual / mu
+            sparse = np.sign(x) * np.maximum(np.abs(x) - lam / mu, 0)
+            dual = dual + mu * (low + sparse - m)
+            if np.linalg.norm(low + sparse - m) <= 1e-7 * np.linalg.norm(m):
+                break
+        return low
+    low_f, low_b = low_rank(fg), low_rank(bg)
+    principal = np.linalg.svd(low_f)[2][:np.linalg.matrix_rank(low_f)].T
+    null = np.linalg.svd(low_b)[2][min(max(1, np.linalg.matrix_rank(low_b)), len(bg) - 1):].T
+    projected = null @ null.T @ principal
+    return projected / np.linalg.norm(projected, axis=0)
+
+
+def _random_grams(d: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and background Grams of random Jacobians (6 and 30 rows), the background at unit λ_max as
+    Problem.background() scales it, so the reference and the solver factor the same matrices."""
+    rng = np.random.default_rng(seed)
+    jf = rng.standard_normal((6, d)) * np.linspace(1, 0.1, d)
+    jb = rng.standard_normal((30, d)) * rng.random(d) ** 3
+    bg = jb.T @ jb
+    return jf.T @ jf / 6, bg / np.linalg.eigvalsh(bg)[-1]
+
+
+def test_lowrankgan_default_runs_the_references_robust_pca():
+    """End to end against the reference written out above, D = 24, λ = 1/4 (the reference's ``--lamb 4``; at
+    its default 1/60 and so small a D robust PCA empties the background, next test). ``rpca_method: ialm``
+    solves the same program but stops elsewhere, and its ranks, so its directions, differ."""
+    fg, bg = _random_grams()
+    problem = Problem(torch.from_numpy(fg), [SuppressTerm("bg", torch.from_numpy(bg), 0.0)])
+    reference = torch.from_numpy(_reference_lowrankgan(fg, bg, lam=0.25))
+    ours = LowRankGAN(lam=0.25)(problem).directions
+    assert ours.shape == reference.shape and 0 < reference.shape[1] < 24
+    assert principal_angles(ours, reference).max() < 1e-4  # degrees; arccos round-off is ~1e-6
+    assert LowRankGAN(lam=0.25, rpca_method="ialm")(problem).directions.shape != reference.shape
+
+
+def test_lowrankgan_removes_nothing_when_robust_pca_empties_the_background():
+    """At λ = 1/60 and D = 24 robust PCA leaves L_b = 0 (the whole background is sparse). The project then
+    removes nothing: there is no low-rank background to avoid, and the directions are L_f's principal
+    subspace. The reference removes the first singular vector of the zero matrix, which numpy returns as the
+    coordinate axis e0: an artefact of the basis, which turns the direction here by more than a degree."""
+    fg, bg = _random_grams()
+    assert robust_pca(torch.from_numpy(bg))[0].abs().max() == 0
+    low_f = robust_pca(torch.from_numpy(fg))[0]
+    principal = torch.linalg.svd(low_f)[2][:int(torch.linalg.matrix_rank(low_f))].T
+    ours = LowRankGAN()(Problem(torch.from_numpy(fg), [SuppressTerm("bg", torch.from_numpy(bg), 0.0)])).directions
+    assert ours.shape == principal.shape and principal_angles(ours, principal).max() < 1e-4
+    assert principal_angles(ours, torch.from_numpy(_reference_lowrankgan(fg, bg, lam=1 / 60))).max() > 1
+
+
+def test_lowrankgan_null_ratio_cuts_strictly_above_like_matrix_rank():
+    """Background singular values 2 and 1, null_ratio 0.5: 1 is not > 0.5·2, so only e0 is removed (numpy's
+    matrix_rank, which the reference calls, also counts σ > cut) and the foreground e1 is kept."""
+    bg = torch.diag(torch.tensor([2.0, 1, 0, 0, 0, 0], dtype=torch.float64))
+    solution = LowRankGAN(rpca=False, null_ratio=0.5)(Problem(torch.outer(E[1], E[1]), [SuppressTerm("bg", bg, 0.0)]))
+    assert solution.directions.shape[1] == 1 and _same_direction(solution.directions[:, 0], E[1])
+
+
+def test_lowrankgan_rejects_an_unknown_robust_pca_method():
+    with pytest.raises(ValueError, match="rpca_method: unknown 'svd'; allowed values: admm, ialm"):
+        LowRankGAN(rpca_method="svd")
 
 
 def test_resefa_solves_the_generalised_eigenproblem():
@@ -156,10 +231,37 @@ def test_sefa_default_reads_the_conv_affines_and_the_last_torgb_on_stylegan2():
     assert torch.equal(affine_matrix(toy, torgb="last"), affine_matrix(toy, torgb="all"))  # toyface has no toRGB
 
 
+def test_sefa_refuses_layers_that_read_no_affine():
+    """w+ entry num_ws − 1 feeds only the last toRGB: with torgb none nothing is read, AᵀA = 0, and any 10
+    directions would do; an error names the keys instead."""
+    g = tiny_generator()
+    with pytest.raises(ValueError, match=rf"layers \[{g.num_ws - 1}\] with torgb 'none' read no style-affine weights"):
+        SeFa(layers=[g.num_ws - 1], torgb="none")(Problem(torch.eye(g.w_dim), generator=g, space="wp"))
+
+
+def test_ganspace_refuses_layers_with_basis_s():
+    with pytest.raises(ValueError, match=r"ganspace.layers \[0\] with basis s: .* set layers: null, or basis: w"):
+        GANSpace(basis="s", layers=[0])
+
+
+def test_default_direction_counts_keep_the_references_top_directions():
+    """The project returns 10 directions where genforce/sefa returns 5 and harskish/ganspace 80: the counts
+    only cut one ranked list, so the reference's first 5 (SeFa) and the project's 10 (GANSpace) are the same
+    directions, in the same order."""
+    g = build_stylegan2(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=64, channel_max=16)
+    problem = Problem(torch.eye(g.w_dim), generator=g, space="w")
+    ten, five = SeFa()(problem).directions, SeFa(max_directions=5)(problem).directions
+    assert ten.shape[1] == 10 and torch.allclose(ten[:, :5], five)
+    toy = Problem(torch.eye(1), generator=ToyFaceGenerator(resolution=32), space="w")
+    eighty = GANSpace(num_samples=5000, max_directions=80)(toy).directions
+    assert torch.allclose(GANSpace(num_samples=5000)(toy).directions, eighty[:, :10])
+
+
 def test_solver_configs_default_to_the_references():
     """Each conf/solver/<peer>.yaml states the reference's choices, and the classes' own defaults agree."""
     expected = {"sefa": {"torgb": "last"}, "ganspace": {"num_samples": 300_000},
-                "lowrankgan": {"rho": None, "null_ratio": None, "min_removed": 1, "num_relax": 0, "order": "foreground"}}
+                "lowrankgan": {"rho": None, "null_ratio": None, "min_removed": 1, "num_relax": 0, "order": "foreground",
+                               "rpca_method": "admm"}}
     for name, values in expected.items():
         cfg = compose_solver(name, [])
         solver, default = instantiate(cfg), get_class(cfg._target_)()

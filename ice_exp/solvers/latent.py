@@ -68,6 +68,10 @@ def affine_matrix(generator: Generator, layers: list[int] | None = None, torgb: 
     for k in _entries(generator, layers):
         jac = directional(styles, point, basis_rows(k * w_dim, (k + 1) * w_dim, point.numel(), point)).T.double()
         rows.append(jac[(jac.abs().amax(1) > 0) & kept.to(jac.device)])  # kept style layers reading entry k
+    if not sum(len(r) for r in rows):  # AᵀA = 0: every direction would be an arbitrary one with σ = 0
+        raise ValueError(f"layers {layers} with torgb {torgb!r} read no style-affine weights (on StyleGAN2, w+ entry "
+                         f"num_ws - 1 = {generator.num_ws - 1} feeds only the last toRGB); use torgb: last or all, "
+                         f"or other layers")
     return torch.cat(rows)
 
 
@@ -77,7 +81,9 @@ class SeFa(Solver):
     ``max_directions`` eigenvectors of AᵀA in w, mapped to the run's space (module docstring); σ = their
     eigenvalues. ``torgb: last`` reads, as genforce/sefa does on StyleGAN2, the conv affines plus only the
     final toRGB affine (its layer index num_layers − 1 names that toRGB); ``all`` is the project's variant
-    (every toRGB affine, i.e. every style of S). Needs ``Problem.generator`` and ``space``; ignores the Grams."""
+    (every toRGB affine, i.e. every style of S). ``max_directions`` 10 is the project's (genforce/sefa's
+    ``--num_semantics`` is 5; its 5 are the first 5 here). Layers and ``torgb`` that read no affine raise.
+    Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
     needs_grams = False
 
@@ -97,10 +103,13 @@ class GANSpace(Solver):
     """GANSpace (Härkönen et al., NeurIPS 2020): PCA of w = mapping(z) over ``num_samples`` z ~ N(0, I)
     (torch seed ``seed``); the top ``max_directions`` components are applied at the w+ entries ``layers``
     and mapped to the run's space (module docstring). With ``basis: s`` the PCA is of the styles s instead
-    (run space s only). σ = each component's variance. The default 300,000 samples are the reference's
-    (harskish/ganspace). The covariance is accumulated in float64 over batches of ``batch`` samples, so any
-    number fits in memory and the PCA is exact, where the reference's incremental PCA approximates it.
-    Needs ``Problem.generator`` and ``space``; ignores the Grams."""
+    (run space s only; the project's variant), and ``layers`` must be null: harskish/ganspace applies only
+    latent (w) components to a range of w+ entries (a PCA of other activations is first regressed back onto
+    the latent), and a style component is already a direction of every layer. σ = each component's variance.
+    The default 300,000 samples are the reference's (harskish/ganspace); ``max_directions`` 10 is the
+    project's (the reference keeps 80 components; the first 10 are the same). The covariance is accumulated
+    in float64 over batches of ``batch`` samples, so any number fits in memory and the PCA is exact, where
+    the reference's incremental PCA approximates it. Needs ``Problem.generator`` and ``space``; ignores the Grams."""
 
     needs_grams = False
 
@@ -108,6 +117,9 @@ class GANSpace(Solver):
                  max_directions: int | None = 10, seed: int = 0, batch: int = 1000) -> None:
         if basis not in ("w", "s"):
             raise ValueError(f"ganspace.basis: unknown {basis!r}; allowed values: w, s")
+        if basis == "s" and layers is not None:
+            raise ValueError(f"ganspace.layers {layers} with basis s: style components are not applied to w+ entries; "
+                             f"set layers: null, or basis: w to apply w components to chosen entries")
         self.num_samples, self.basis, self.layers = num_samples, basis, layers
         self.max_directions, self.seed, self.batch = max_directions, seed, batch
 
