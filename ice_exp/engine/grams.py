@@ -12,7 +12,7 @@ from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.weights import Pretrained
 from ice_exp.engine.cache import GramCache, key_of, state_hash
 from ice_exp.engine.frame import FramePasses, Part
-from ice_exp.engine.jacobian import check_mode, directional, gram
+from ice_exp.engine.jacobian import check_mode, gram
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.base import Generator
@@ -145,8 +145,5 @@ def directional_changes(generator: Generator, terms: Terms, u: Tensor, space: st
     tangents = directions.to(u.dtype).T
     frames = FramePasses(generator, terms, u, space)
     parts = frames.parts()
-    try:
-        moved = directional(frames.fn(parts), u, tangents)
-    except NotImplementedError:  # an op without forward-mode derivative: J by reverse mode, then J v
-        moved = tangents @ frames.jacobian(parts, "vjp")[0].T
+    moved = frames.directional(parts, tangents)
     return {name: (rows.double() ** 2).sum(1) for name, rows in _by_term(terms, frames, parts, moved, 1).items()}

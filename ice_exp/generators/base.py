@@ -106,9 +106,19 @@ class Generator(nn.Module):
         w = self.mapping(u) if space == "z" else u
         return self.styles(w.unsqueeze(1).expand(-1, self.num_ws, -1))
 
+    def code(self, u: Tensor, space: str) -> Tensor:
+        """The narrowest point of ``decode`` [B, H]: the frame depends on u only through it (the packed
+        styles unless a subclass knows better; toyface: its 20 factors). Where H < D, engine.frame takes a
+        frame's Jacobian at the code and chains it with d code / d u: H rendering passes instead of D."""
+        return self.to_styles(u, space)
+
+    def render_code(self, code: Tensor) -> Frame:
+        """The frame of a code [B, H]."""
+        return self.synthesis(code)
+
     def decode(self, u: Tensor, space: str) -> Frame:
         """Render latent points of ``space``: the function every Jacobian differentiates."""
-        return self.synthesis(self.to_styles(u, space))
+        return self.render_code(self.code(u, space))
 
     def weight_checksums(self) -> dict[str, str]:
         """sha256 of each weight file this generator was loaded from (empty for seeded generators)."""

@@ -60,7 +60,14 @@ class ToyFaceGenerator(Generator):
         return self.pack([ws[:, i] @ a.T + b for i, (a, b) in enumerate(zip(per_layer, biases))])
 
     def synthesis(self, s: Tensor) -> Frame:
-        image, scene = render(self.factors(s), self.resolution, self.noise)
+        return self.render_code(self.factors(s))
+
+    def code(self, u: Tensor, space: str) -> Tensor:
+        """The factors [B, 20]: the renderer reads nothing else."""
+        return self.factors(self.to_styles(u, space))
+
+    def render_code(self, code: Tensor) -> Frame:
+        image, scene = render(code, self.resolution, self.noise)
         return Frame(image=image * 0.5 + 0.5, scene=scene)
 
     # --- ground truth ----------------------------------------------------------------------------------
