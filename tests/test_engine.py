@@ -158,7 +158,6 @@ def test_resume_after_kill_gives_the_same_subspace(world, tmp_path, monkeypatch)
     first = SampleGrams(generator, terms, "s", cache_dir=tmp_path)
     for sample in z[:2]:  # the run dies after the second sample
         first(sample, _u(generator, sample))
-    del first
     import ice_exp.engine.grams as grams_module
 
     computed = []
@@ -169,6 +168,8 @@ def test_resume_after_kill_gives_the_same_subspace(world, tmp_path, monkeypatch)
     assert torch.equal(resumed.sigma, uninterrupted.sigma) and torch.equal(resumed.directions, uninterrupted.directions)
     other_weights = SampleGrams(ToyFaceGenerator(resolution=32, seed=1, dtype=torch.float64), terms, "s", cache_dir=tmp_path)
     assert other_weights.cache.dir != SampleGrams(generator, terms, "s", cache_dir=tmp_path).cache.dir
+    other_size = SampleGrams(ToyFaceGenerator(resolution=40, dtype=torch.float64), terms, "s", cache_dir=tmp_path)
+    assert other_size.cache.dir != first.cache.dir  # the same weights at another resolution: other Grams
     assert not list(tmp_path.rglob("*.tmp"))
 
 

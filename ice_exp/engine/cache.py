@@ -3,9 +3,12 @@
 Layout: ``<cache_dir>/<run key>/<sample key>.safetensors``, one file per sample holding every term's
 JᵀJ. The run key hashes everything that decides the matrices except the sample: the generator's and the
 criteria's weights (every state-dict tensor, so retrained or differently seeded models never collide),
-the analyzers' other settings (input side, mask and heatmap modes: engine.grams.analyzer_settings), the
-space, the terms (criterion configs and parts) and the engine options that change the result
-(precision and the low-rank options; mode and chunk give the same matrices to rounding). The sample key
+their other settings (every submodule's plain attributes: toyface's resolution, a layer's noise mode;
+the analyzers' input side, mask and heatmap modes: engine.grams.analyzer_settings), the code that
+computes them (``source_hash``: an edited renderer or criterion never reads the old code's Grams), the
+space, the terms (criterion configs and parts; not the ratios, which only the solver reads) and the
+engine options that change the result (precision and the low-rank options; mode and chunk give the same
+matrices to rounding). The sample key
 hashes z's bytes. Files are written to a temporary name and renamed (atomic on POSIX), so a run killed
 mid-write leaves either the whole file or none; the sums are rebuilt from the files, which is what makes
 a resumed run end with exactly the same result as an uninterrupted one.
@@ -17,6 +20,7 @@ named in one warning, and its sample is recomputed: a damaged cache heals instea
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,6 +44,28 @@ def state_hash(*modules: nn.Module) -> str:
         for name, tensor in module.state_dict().items():
             digest.update(name.encode() + _tensor_bytes(tensor))
     return digest.hexdigest()
+
+
+SOURCES = ("generators", "criteria", "analyzers", "engine", "images.py", "face_parts.py", "terms.py")  # of ice_exp/
+
+
+@functools.cache
+def source_hash() -> str:
+    """sha256 over the files of SOURCES: the code that renders, analyses and differentiates."""
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(f for name in SOURCES for f in ((root / name).rglob("*.py") if (root / name).is_dir() else [root / name]))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def module_settings(*modules: nn.Module) -> dict[str, Any]:
+    """Every submodule's plain attributes (numbers, strings, flags, tuples, lists), by module and name:
+    what changes a module's output besides its state dict."""
+    plain = (bool, int, float, str, tuple, list, type(None))
+    return {f"{i}.{name}.{attr}": value for i, module in enumerate(modules) for name, sub in module.named_modules()
+            for attr, value in vars(sub).items() if not attr.startswith("_") and attr != "training" and isinstance(value, plain)}
 
 
 def key_of(*parts: Any) -> str:
@@ -69,7 +95,7 @@ class GramCache:
 
     def __init__(self, root: str | Path, run_key: str, description: dict[str, Any] | None = None,
                  names: Sequence[str] | None = None, dim: int | None = None) -> None:
-        self.dir = Path(root) / run_key
+        self.dir = Path(root).expanduser() / run_key
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names, self.dim = (sorted(names) if names is not None else None), dim
         if description is not None and not (self.dir / "key.json").exists():

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.weights import Pretrained
-from ice_exp.engine.cache import GramCache, key_of, state_hash
+from ice_exp.engine.cache import GramCache, key_of, module_settings, source_hash, state_hash
 from ice_exp.engine.frame import FramePasses, Part
 from ice_exp.engine.jacobian import check_mode, gram
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
@@ -112,7 +112,8 @@ class SampleGrams:
         self.cache = None
         if cache_dir is not None:
             what = {"space": space, "terms": [(t.name, t.criterion, t.part) for t in terms.terms],
-                    "analyzers": analyzer_settings(terms),
+                    "analyzers": analyzer_settings(terms), "settings": module_settings(generator, *terms.criteria.values()),
+                    "code_sha256": source_hash(),
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
                     "oversample": oversample if activate_topk or suppress_rank else None}
             weights = state_hash(generator, *terms.criteria.values())
