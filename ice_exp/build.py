@@ -29,13 +29,13 @@ from ice_exp.terms import Terms, build_terms
 from ice_exp.tracking import make_logger
 
 
-def _optional(node: Any) -> Any:
-    """``node`` built (None when absent); a bad value or a missing file raises the model's own error, which
-    names the key and what is allowed, not Hydra's wrapper around it."""
+def instantiated(node: Any, **kwargs: Any) -> Any:
+    """``node`` built (None when absent); a bad value or a bad weight file raises the model's own error, which
+    names the key or the file and what is wrong, not Hydra's wrapper around it."""
     if not node:
         return None
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, (ValueError, OSError)):
             raise error.__cause__ from None
@@ -44,8 +44,8 @@ def _optional(node: Any) -> Any:
 
 def build_analyzers(cfg: DictConfig) -> Analyzers:
     """The parser, landmark and identity models of ``conf/analyzer`` (each may be absent)."""
-    return Analyzers(parser=_optional(cfg.get("parser")), landmarker=_optional(cfg.get("landmarker")),
-                     identity=_optional(cfg.get("identity")))
+    return Analyzers(parser=instantiated(cfg.get("parser")), landmarker=instantiated(cfg.get("landmarker")),
+                     identity=instantiated(cfg.get("identity")))
 
 
 def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
@@ -92,7 +92,7 @@ def build_setup(cfg: DictConfig) -> Setup:
     space = check_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     analyzers = build_analyzers(cfg.analyzer)
-    generator = instantiate(cfg.generator)
+    generator = instantiated(cfg.generator)
     terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers)
     grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
     z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
@@ -124,7 +124,7 @@ def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
     for model in setup.analyzers.modules():
         checksums.update(getattr(model, "weight_checksums", dict)())
     rank_zero, explaining = is_rank_zero(), bool(cfg.get("counterfactual") and cfg.counterfactual.enabled)
-    classifier = instantiate(cfg.classifier, _convert_="all") if rank_zero and explaining else None
+    classifier = instantiated(cfg.classifier, _convert_="all") if rank_zero and explaining else None
     tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{setup.space}", f"criteria:{cfg.criteria.name}",
             f"solver:{cfg.solver._target_.split('.')[-1]}"]
     logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, tags, resolved) if rank_zero else None

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ice_exp.analyzers import Analyzers
-from ice_exp.build import build_analyzers
+from ice_exp.build import build_analyzers, instantiated
 from ice_exp.counterfactual.explain import Subspaces, explain, log_explanation, scalars
 from ice_exp.outputs import load_subspace
 from ice_exp.terms import build_terms
@@ -51,8 +50,8 @@ def explain_runs(cfg: DictConfig, out_dir: Path | None) -> list[dict[str, Any]]:
         if key not in analyzers_by_config:
             analyzers_by_config[key] = build_analyzers(run_cfg.analyzer)
         terms_by_name[name] = build_terms(OmegaConf.to_container(run_cfg.criteria, resolve=True), analyzers_by_config[key])
-    generator = instantiate(first.generator)
-    classifier = instantiate(cfg.classifier, _convert_="all")
+    generator = instantiated(first.generator)
+    classifier = instantiated(cfg.classifier, _convert_="all")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, ["explain"], resolved, job_type="explain")
     rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers_by_config[OmegaConf.to_yaml(first.analyzer)],

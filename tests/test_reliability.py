@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -209,7 +210,22 @@ def truncated(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any],
 
 def random_bytes(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
     path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).tolist()))
-    return "not a torch file|neither a torch file nor a readable pickle"
+    return "not a torch file|not a StyleGAN2 checkpoint: its first bytes begin neither"
+
+
+def random_after_a_pickle_header(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    """Pickle protocol 4's first bytes, then noise: the pickle reader's own failure (for a huge length field a
+    bare MemoryError) is named as malformed data, never an empty text."""
+    noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1)).tolist()
+    path.write_bytes(b"\x80\x04\x95" + bytes(noise))
+    return "a plain Python pickle, not a torch.save file|not a readable pickle: the data is malformed or cut short \\(\\w+"
+
+
+def foreign_zip(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
+    """A valid zip that torch did not write: named as such, not as a damaged download."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not weights")
+    return "a zip archive but not a torch file \\(no data.pkl"
 
 
 def code_in_the_pickle(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any], dict]) -> str:
@@ -234,8 +250,8 @@ def wrong_keys(path: Path, contents_of: Callable[[], Any], inner: Callable[[Any]
     return f"(missing keys|lacks) .*{re.escape(name.removeprefix('module.'))}"
 
 
-@pytest.mark.parametrize("fault", [missing, empty, truncated, random_bytes, code_in_the_pickle, non_finite_weight,
-                                   wrong_keys])
+@pytest.mark.parametrize("fault", [missing, empty, truncated, random_bytes, random_after_a_pickle_header, foreign_zip,
+                                   code_in_the_pickle, non_finite_weight, wrong_keys])
 @pytest.mark.parametrize("loader", LOADERS)
 def test_every_bad_weight_file_names_file_model_and_cause(loader, fault, tmp_path) -> None:
     model, file_name, contents_of, inner, load = LOADERS[loader]
@@ -248,3 +264,18 @@ def test_every_bad_weight_file_names_file_model_and_cause(loader, fault, tmp_pat
     assert re.search(cause, message), message
     assert "weights_only=False" not in message and "weights_only` set to `False" not in message
     assert not path.with_name("payload-ran").exists(), "the pickled payload ran"
+
+
+@pytest.mark.parametrize("loader", [name for name in LOADERS if name != "stylegan2"])
+def test_a_generator_file_given_to_another_model_is_named_a_generator_file(loader, tmp_path) -> None:
+    model, file_name, _, _, load = LOADERS[loader]
+    path = write(tmp_path / file_name, rosinality_file())
+    with pytest.raises(CheckpointError, match="this is a rosinality StyleGAN2 generator checkpoint .*generator.path"):
+        load(path)
+
+
+def test_a_fan_of_other_depth_is_named_by_its_depth(tmp_path) -> None:
+    path = write(tmp_path / "fan2.pth", {"conv1.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="FAN 2D landmarks \\(2 hourglass modules\\)") as error:
+        fan(path, num_modules=2)
+    assert "2DFAN-4" not in str(error.value)

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import convolve2d
 
+from ice_exp.checkpoints.safe_pickle import EasyDict, load_pickle
 from ice_exp.generators.stylegan2 import CheckpointError, StyleGAN2Generator, build_stylegan2, load_generator
 from ice_exp.generators.stylegan2.networks import modulated_conv2d, style_layout
-from ice_exp.generators.stylegan2.safe_pickle import EasyDict, load_pickle
 from ice_exp.generators.stylegan2.upfirdn import downsample2d, setup_filter, upfirdn2d, upsample2d
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "generator"

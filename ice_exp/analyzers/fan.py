@@ -11,6 +11,7 @@ the image by ``x_R = (x_r + 0.5) * R / r - 0.5`` (the two grids cover the same s
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,8 +24,8 @@ from ice_exp.analyzers.weights import Pretrained, WeightSpec
 from ice_exp.generators.base import Frame
 from ice_exp.images import resize
 
-# face-alignment >= 1.5 publishes a plain state dict; older releases published TorchScript archives
-# (read for their parameters only, see checkpoints.read_checkpoint). All three are FAN(4) weights.
+# face-alignment 1.5 publishes a plain state dict; 1.3-1.4 published TorchScript archives (read as data,
+# never run: ice_exp/checkpoints/torchscript.py). All three are FAN(4) weights.
 FAN_WEIGHTS = WeightSpec(
     what="FAN 2D landmarks (face-alignment 2DFAN-4)",
     file_names=("2DFAN4-11f355bf06.pth.tar", "2DFAN4_1.6-c827573f02.zip", "2DFAN4-cd938726ad.zip"),
@@ -99,5 +100,6 @@ def fan(path: str | Path | None = None, size: int = 256, num_modules: int = 4, h
     """FAN with the published 2DFAN-4 weights (``num_modules`` 4) or weights trained on toyface (any depth):
     ``path`` (file or folder), else the torch hub cache."""
     landmarker = FANLandmarker(num_modules, size, heatmap_mode, local_radius)
-    landmarker.load_weights(FAN_WEIGHTS, path)
+    spec = FAN_WEIGHTS if num_modules == 4 else replace(FAN_WEIGHTS, what=f"FAN 2D landmarks ({num_modules} hourglass modules)")
+    landmarker.load_weights(spec, path)
     return landmarker

@@ -1,6 +1,6 @@
-"""StyleGAN2 for ice-exp: our own network (``networks``), plain-PyTorch resampling (``upfirdn``), a pickle
-reader that never runs checkpoint code (``safe_pickle``) and loaders for the three checkpoint formats
-(``loaders``). ``build_stylegan2`` is the Hydra entry point of ``conf/generator/stylegan2*.yaml``."""
+"""StyleGAN2 for ice-exp: our own network (``networks``), plain-PyTorch resampling (``upfirdn``) and loaders
+for the three checkpoint formats (``loaders``, reading pickles with ``ice_exp.checkpoints.safe_pickle``, which
+never runs checkpoint code). ``build_stylegan2`` is the Hydra entry point of ``conf/generator/stylegan2*.yaml``."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,8 +1,8 @@
 """Load a StyleGAN2 generator from the checkpoint files people have, detecting the format from the bytes.
 
 - stylegan2-ada-pytorch / stylegan3-repo ``.pkl``: a dict with ``G_ema``, a ``torch_utils.persistence``
-  object. Read with :mod:`safe_pickle` (no code from the file is imported or run, the embedded module
-  source is ignored); its ``init_kwargs`` build our network and its ``_parameters`` / ``_buffers`` /
+  object. Read with :mod:`ice_exp.checkpoints.safe_pickle` (no code from the file is imported or run, the
+  embedded module source is ignored); its ``init_kwargs`` build our network and its ``_parameters`` / ``_buffers`` /
   ``_modules`` give the weights, whose names are ours already.
 - The original TensorFlow ``.pkl`` (``stylegan2-ffhq-config-f.pkl``, the seed's): ``(G, D, Gs)`` of
   ``dnnlib.tflib.network.Network`` objects holding ``(name, ndarray)`` variables, read the same way and
@@ -16,7 +16,6 @@ that says where to get it.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from pathlib import Path
@@ -26,12 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ice_exp.checkpoints import LEGACY_TORCH_MAGIC, ZIP_MAGIC, CheckpointError, MissingCheckpoint, located, read_checkpoint, sha256_of
+from ice_exp.checkpoints import CheckpointError, MissingCheckpoint, file_format, located, read_checkpoint, sha256_of
+from ice_exp.checkpoints.safe_pickle import EasyDict, Stub, load_pickle
 from ice_exp.generators.stylegan2.networks import FIR, StyleGAN2Generator
-from ice_exp.generators.stylegan2.safe_pickle import EasyDict, Stub, load_pickle
 from ice_exp.generators.stylegan2.upfirdn import setup_filter
 
-__all__ = ["CheckpointError", "PUBLISHED", "detect_format", "load_generator"]
+__all__ = ["CheckpointError", "PUBLISHED", "load_generator"]
 
 # expected file name -> (what it is, where it is published)
 PUBLISHED: dict[str, tuple[str, str]] = {
@@ -76,15 +75,6 @@ def _missing_message(path: Path) -> str:
             f"(or point `generator.path` at it); ice-exp never downloads weights itself.")
 
 
-def detect_format(path: str | Path) -> str:
-    """'torch' (a torch.save file: zip, or the legacy pickle with torch's magic number) or 'pickle'."""
-    with open(path, "rb") as f:
-        head = f.read(len(LEGACY_TORCH_MAGIC))
-    if not head:
-        raise CheckpointError("the file is empty")
-    return "torch" if head.startswith(ZIP_MAGIC) or head == LEGACY_TORCH_MAGIC else "pickle"
-
-
 def load_generator(path: str | Path, noise_mode: str = "const", truncation_psi: float = 1.0,
                    mapping_lr_multiplier: float = 0.01) -> StyleGAN2Generator:
     """Read any supported checkpoint into a :class:`StyleGAN2Generator` in eval mode without parameter
@@ -94,8 +84,12 @@ def load_generator(path: str | Path, noise_mode: str = "const", truncation_psi: 
     if not path.is_file():
         raise MissingCheckpoint(_missing_message(path))
     with located(path, MODEL):
-        if detect_format(path) == "torch":
+        kind = file_format(path)
+        if kind in ("zip", "torch-legacy"):
             kwargs, tensors = _read_rosinality(path, mapping_lr_multiplier)
+        elif kind == "unknown":
+            raise CheckpointError("not a StyleGAN2 checkpoint: its first bytes begin neither a zip archive, a torch "
+                                  "file nor a pickle")
         else:
             with open(path, "rb") as f:
                 data = load_pickle(f)
@@ -316,8 +310,7 @@ def _convert_tf(tf: dict[str, np.ndarray], resolution: int, mapping_layers: int)
 
 # --- rosinality .pt -----------------------------------------------------------------------------------------
 def _read_rosinality(path: Path, lr_multiplier: float) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    # training checkpoints also hold their argparse options; Namespace only sets attributes
-    ckpt = read_checkpoint(path, safe_globals=[argparse.Namespace])
+    ckpt = read_checkpoint(path)
     state = ckpt.get("g_ema", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "style.1.weight" not in state:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__

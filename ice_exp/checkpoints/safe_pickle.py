@@ -1,14 +1,16 @@
-"""A pickle reader for StyleGAN checkpoints that reconstructs data and never imports or runs their code.
+"""A pickle reader that reconstructs data and never imports or runs the file's code.
 
-NVlabs' ``.pkl`` files are full Python pickles: a pickle may name any importable function and have it
-called while loading (``os.system`` included), and NVlabs' own loader goes further and ``exec``s the module
-source embedded in the file. ``load_pickle`` resolves every global the pickle names through three lists:
+NVlabs' ``.pkl`` files and TorchScript archives hold full pickles: a pickle may name any importable
+function and have it called while loading (``os.system`` included); NVlabs' own loader ``exec``s the module
+source embedded in the file, and ``torch.jit.load`` runs the archive's compiled ``__setstate__`` methods.
+:class:`RestrictedUnpickler` resolves every global a pickle names through three lists:
 
 - data reconstructors (tensors, storages, numpy arrays and dtypes, OrderedDict, set ...) are mapped to
   checked implementations that only build data;
-- the classes and functions of NVlabs' code (``torch_utils.*``, ``dnnlib.*``, ``training.*``) and of
-  ``torch.nn`` become :class:`Stub` s: inert objects that record the arguments and state the pickle gives
-  them, so the loaders can read a network's ``init_kwargs`` and parameters without its code;
+- classes of the namespaces it is given (NVlabs' ``torch_utils.*``, ``dnnlib.*``, ``training.*`` and
+  ``torch.nn`` for StyleGAN pickles; ``__torch__.*`` for TorchScript) become :class:`Stub` s: inert objects
+  that record the arguments and state the pickle gives them (their own ``__setstate__`` only stores it),
+  so a loader can read a network's parameters without its code;
 - anything else is refused with :class:`CheckpointError` before it can be called.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
-from ice_exp.checkpoints import CheckpointError
+from ice_exp.checkpoints.errors import CheckpointError, described
 
 try:  # numpy >= 2 moved the pickle helpers to numpy._core
     from numpy._core import multiarray as _np_multiarray
@@ -30,7 +32,7 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _np_multiarray
 
 
-STUB_NAMESPACES = ("torch_utils", "dnnlib", "training", "torch.nn.modules")
+STYLEGAN_NAMESPACES = ("torch_utils", "dnnlib", "training", "torch.nn.modules")  # NVlabs' code and torch.nn
 
 
 class Stub:
@@ -174,23 +176,25 @@ _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler whose ``find_class`` never imports: checked data builders, Stubs, or refusal."""
+    """Unpickler whose ``find_class`` never imports: checked data builders, Stubs for the classes of
+    ``stub_namespaces``, or refusal."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, stub_namespaces: tuple[str, ...] = STYLEGAN_NAMESPACES) -> None:
         super().__init__(file, encoding="latin1")
+        self.stub_namespaces = stub_namespaces
         self._stubs: dict[str, type[Stub]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         module = _PY2_MODULES.get(module, module)
         if (module, name) in SAFE_GLOBALS:
             return SAFE_GLOBALS[(module, name)]
-        if any(module == ns or module.startswith(ns + ".") for ns in STUB_NAMESPACES):
+        if any(module == ns or module.startswith(ns + ".") for ns in self.stub_namespaces):
             qualname = f"{module}.{name}"
             if qualname not in self._stubs:
                 self._stubs[qualname] = type(name, (Stub,), {"qualname": qualname})
             return self._stubs[qualname]
         raise CheckpointError(
-            f"refusing to load: the pickle references {module}.{name}, which no StyleGAN checkpoint needs "
+            f"refusing to load: the pickle references {module}.{name}, which no weight file needs "
             f"(unpickling could run it; nothing was run)")
 
     def persistent_load(self, pid: Any) -> Any:
@@ -198,12 +202,18 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle(file: BinaryIO) -> Any:
-    """Unpickle ``file`` with :class:`RestrictedUnpickler`; every failure becomes a CheckpointError."""
+    """Unpickle a StyleGAN ``file`` with :class:`RestrictedUnpickler`; every failure becomes a CheckpointError."""
+    return unpickle(RestrictedUnpickler(file))
+
+
+def unpickle(unpickler: RestrictedUnpickler) -> Any:
+    """``unpickler.load()``; a malformed stream (truncated, random bytes: many error types, a bare
+    MemoryError for a length field larger than the file) becomes a CheckpointError saying so."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TypedStorage deprecation, numpy.core aliases
-            return RestrictedUnpickler(file).load()
+            return unpickler.load()
     except CheckpointError:
         raise
     except Exception as e:  # truncated / corrupt streams raise many different types
-        raise CheckpointError(f"neither a torch file nor a readable pickle ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"not a readable pickle: the data is malformed or cut short ({described(e)})") from e
