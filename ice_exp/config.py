@@ -2,7 +2,8 @@
 is imported or computed.
 
 Keys, types and choices are the schema's (ice_exp/schema.py, registered on import of this module) and fail
-when Hydra composes the config. What a type cannot say is checked here: ranges (a ratio in [0, 1), no NaN),
+when Hydra composes the config. What a type cannot say is checked here, by the rules of ice_exp/rules.py
+that the classes taking the values also enforce: ranges (a ratio in [0, 1), no NaN),
 cross-key rules (indices inside the pool) and files (the classifier's weights). Every check names the key
 and what is allowed, and all failures are reported together. The apps call :func:`check_config` first thing
 (before torch and Lightning are imported) and the build step calls it again, so that library callers of
@@ -11,14 +12,13 @@ code that knows the allowed values; they also run before any Jacobian. docs/conf
 case."""
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ice_exp import schema  # noqa: F401  (registers the structured configs before any compose)
+from ice_exp import rules, schema  # noqa: F401  (schema registers the structured configs before any compose)
 from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (run from a checkout)
@@ -29,71 +29,20 @@ class ConfigError(ValueError):
     """One or more config values are out of range; the message names every key and its allowed values."""
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def integer(low: int | None = None, optional: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low):
-            return None
-        return f"an integer{'' if low is None else f' >= {low}'}{' or null' if optional else ''}"
-    return check
-
-
-def real(low: float | None = None, high: float | None = None, open_low: bool = False, open_high: bool = True,
-         optional: bool = False) -> Callable[[Any], str | None]:
-    """A finite number in the interval (brackets as given); NaN and inf are always refused."""
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        x = _number(value)
-        ok = x is not None and math.isfinite(x)
-        ok = ok and (low is None or (x > low if open_low else x >= low)) and (high is None or (x < high if open_high else x <= high))
-        if ok:
-            return None
-        left, right = "-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}"
-        interval = f" in {'(' if open_low else '['}{left}, {right}{')' if open_high else ']'}"
-        return f"a finite number{interval if low is not None or high is not None else ''}{' or null' if optional else ''}"
-    return check
-
-
-# key -> check, for keys of the solver configs (conf/solver/*.yaml); a solver without the key skips it
-SOLVER_KEYS: dict[str, Callable[[Any], str | None]] = {
-    "rho": real(0, 1), "null_ratio": real(0, 1, optional=True), "intersection_tol": real(0, open_low=True),
-    "max_directions": integer(1, optional=True), "tau": real(0),
-    "lam": real(0, open_low=True), "num_relax": integer(0), "min_removed": integer(0), "num_samples": integer(1),
-    "batch": integer(1),
-}
-RUN_KEYS: dict[str, Callable[[Any], str | None]] = {
-    "samples.pool": integer(1),
-    "samples.eval_num": integer(0), "viz.magnitude": real(0, open_low=True), "viz.directions": integer(1),
-}
-COUNTERFACTUAL_KEYS: dict[str, Callable[[Any], str | None]] = {
-    "iterations": integer(0), "lr": real(0, open_low=True), "momentum": real(0, 1), "weight_decay": real(0),
-    "stop_probability": real(0, 1, open_low=True, open_high=False, optional=True), "norm_bound": real(0, open_low=True, optional=True),
-    "num_samples": integer(1), "sample_seed": integer(), "batch_size": integer(1, optional=True), "grid_samples": integer(0),
-    "tile": integer(1),
-}
-
-
 def _problems(cfg: DictConfig) -> Iterator[str]:
-    def checked(node: Any, keys: dict[str, Callable[[Any], str | None]], prefix: str) -> Iterator[str]:
-        for key, check in keys.items():
-            value = OmegaConf.select(node, key, default="<absent>", throw_on_missing=False) if node is not None else "<absent>"
-            if value != "<absent>" and (need := check(value)) is not None:
-                yield f"{prefix}{key}: must be {need}, got {value!r}"
+    def checked(node: Any, keys: Mapping[str, rules.Rule], prefix: str) -> Iterator[str]:
+        values = {key: OmegaConf.select(node, key, default="<absent>", throw_on_missing=False) for key in keys} \
+            if node is not None else {}
+        yield from rules.violations(keys, {k: v for k, v in values.items() if v != "<absent>"}, prefix)
 
-    yield from checked(cfg, RUN_KEYS, "")
+    yield from checked(cfg, rules.RUN, "")
     indices, pool = cfg.get("samples", {}).get("indices"), cfg.get("samples", {}).get("pool")
     if indices is not None and isinstance(pool, int) and pool >= 1:
         if not indices or not all(isinstance(i, int) and 0 <= i < pool for i in indices):
             yield f"samples.indices: need indices within [0, {pool}) of the pool (samples.pool), got {list(indices)}"
     if cfg.get("solver") is not None:
-        nullable = {"rho": real(0, 1, optional=True)} if str(cfg.solver.get("_target_")).endswith("LowRankGAN") else {}
-        yield from checked(cfg.solver, {**SOLVER_KEYS, **nullable}, "solver.")  # LowRankGAN: null = numerical rank
+        nullable = {"rho": rules.real(0, 1, optional=True)} if str(cfg.solver.get("_target_")).endswith("LowRankGAN") else {}
+        yield from checked(cfg.solver, {**rules.SOLVER, **nullable}, "solver.")  # LowRankGAN: null = numerical rank
     yield from _criteria_problems(cfg.get("criteria"))
     strategy = cfg.get("trainer", {}).get("strategy")
     if strategy in SPAWNING:
@@ -101,7 +50,7 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
                f"allowed values: ddp (one process per device, results on rank 0), auto")
     cf = cfg.get("counterfactual")
     if cf is not None and cf.get("enabled", True):
-        yield from checked(cf, COUNTERFACTUAL_KEYS, "counterfactual.")
+        yield from checked(cf, rules.COUNTERFACTUAL, "counterfactual.")
         yield from _classifier_problems(cfg.get("classifier"))
 
 
@@ -113,7 +62,7 @@ def _criteria_problems(criteria: Any) -> Iterator[str]:
     terms.update({f"suppress.{name}": term for name, term in (criteria.get("suppress") or {}).items()})
     for name, term in terms.items():
         criterion = (term or {}).get("criterion") or {}
-        if "size" in criterion and (need := integer(1, optional=True)(criterion["size"])) is not None:
+        if "size" in criterion and (need := rules.integer(1, optional=True)(criterion["size"])) is not None:
             yield f"criteria.{name}.criterion.size: must be {need}, got {criterion['size']!r}"
 
 

@@ -10,12 +10,15 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from ice_exp import rules
 from ice_exp.config import CONF_DIR
+from ice_exp.counterfactual.search import SearchConfig
 from ice_exp.discovery import run
 from ice_exp.engine import grams
 from tests.conftest import make_config
@@ -98,6 +101,25 @@ def test_a_bad_value_fails_before_any_jacobian_naming_key_and_allowed_values(ove
     if key == "samples.pool":
         assert "samples.indices" not in str(err.value)  # the pool is named, not the indices it makes invalid
 
+
+
+# one bad value for every rule the counterfactual search enforces on its own settings
+SEARCH_BAD = {"iterations": -1, "lr": 0, "momentum": 1.0, "weight_decay": -0.1, "target_class": "both",
+              "stop_probability": 1.0, "norm_bound": 0}
+
+
+def test_every_setting_of_the_search_has_a_rule_and_a_case() -> None:
+    assert set(SEARCH_BAD) == {f.name for f in fields(SearchConfig)} == set(rules.SEARCH)
+
+
+@pytest.mark.parametrize("key", SEARCH_BAD)
+def test_a_value_the_search_refuses_is_refused_before_any_jacobian(key, monkeypatch, tmp_path) -> None:
+    with pytest.raises(ValueError) as by_the_class:
+        SearchConfig(**{key: SEARCH_BAD[key]})
+    monkeypatch.setattr(grams, "sample_grams", lambda *a, **k: pytest.fail("a Jacobian was computed first"))
+    with pytest.raises(ValueError) as up_front:
+        run(make_config(*TINY, "counterfactual.enabled=true", f"counterfactual.{key}={SEARCH_BAD[key]}"), tmp_path)
+    assert str(by_the_class.value) in str(up_front.value), (str(by_the_class.value), str(up_front.value))
 
 
 @pytest.mark.parametrize("overrides, key, allowed", SCHEMA[:1] + RANGES, ids=ids(SCHEMA[:1] + RANGES))

@@ -9,15 +9,14 @@ samples are searched in one batch; the edit is B λ by construction, so it never
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
 from ice_exp.counterfactual.classifiers import Classifier
 from ice_exp.generators.base import Frame, Generator
-
-FLIP = "flip"
+from ice_exp.rules import FLIP, SEARCH, enforce
 
 
 @dataclass(frozen=True)
@@ -31,14 +30,7 @@ class SearchConfig:
     norm_bound: float | None = None  # keep ‖B λ‖ <= this (None: unbounded, as the seed)
 
     def __post_init__(self) -> None:
-        if self.iterations < 0:
-            raise ValueError(f"counterfactual.iterations: must be >= 0, got {self.iterations}")
-        if not (isinstance(self.target_class, int) and self.target_class >= 0) and self.target_class != FLIP:
-            raise ValueError(f"counterfactual.target_class: a class index >= 0 or {FLIP!r}, got {self.target_class!r}")
-        if self.stop_probability is not None and not 0 < self.stop_probability < 1:
-            raise ValueError(f"counterfactual.stop_probability: must be in (0, 1) or null, got {self.stop_probability}")
-        if self.norm_bound is not None and self.norm_bound <= 0:
-            raise ValueError(f"counterfactual.norm_bound: must be > 0 or null, got {self.norm_bound}")
+        enforce(SEARCH, asdict(self), "counterfactual.")  # the rules the config check applies before any compute
 
 
 @dataclass
