@@ -1,18 +1,21 @@
 """A run's JSON records (metrics.json, run_info.json, failure.json) and its status in them: ``running``,
 ``completed``, or ``failed:<stage>`` with the error, so that a run that died after writing part of its
-results is never mistaken for a finished one (``ice-report`` counts every status but completed as failed).
+results is never mistaken for a finished one. :func:`read_status` is the one reader of these records, for
+``ice-report`` and for a sweep's exit status alike: only ``completed`` is finished.
 Light on purpose (no torch): the apps write failure records before anything heavy is imported."""
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ice_exp.stop import Stopped
 
 COMPLETED = "completed"
+UNFINISHED = "unfinished"  # no record at all: killed before writing one, timed out, or still running
 
 
 def failed_status(stage: str, error: BaseException) -> str:
@@ -57,3 +60,41 @@ class RunStatus:
                 if (self.out_dir / "metrics.json").is_file():
                     update_json(self.out_dir / "metrics.json", values)
             raise
+
+
+@dataclass
+class RunRecord:
+    """What a run folder's records say: its status, its metrics (completed runs only) and its failure."""
+
+    status: str
+    metrics: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_status(folder: Path) -> RunRecord:
+    """The run's status from failure.json (written by ``ice-exp -m``), metrics.json and run_info.json: a
+    failure record or a recorded ``failed:<stage>`` / ``running`` status is not finished, nor is a folder
+    with no record (``unfinished``) or an unreadable one; a metrics.json without a status is ``completed``
+    (runs older than the status)."""
+    try:
+        failure, metrics, info = (_json(folder / name) for name in ("failure.json", "metrics.json", "run_info.json"))
+    except json.JSONDecodeError as error:  # a job killed while writing
+        return RunRecord("unreadable", failure={"error_type": "Unreadable", "message": str(error)})
+    recorded = (metrics or {}).get("status") or (info or {}).get("status")
+    if failure is not None:
+        return RunRecord(recorded if recorded and recorded.startswith("failed") else "failed", failure=failure)
+    if metrics is not None and recorded in (None, COMPLETED):
+        return RunRecord(COMPLETED, metrics=metrics)
+    if recorded is not None and recorded != COMPLETED:
+        error = (metrics or {}).get("error") or (info or {}).get("error") or "stopped before the end (killed or still running)"
+        return RunRecord(recorded, failure={"error_type": recorded, "message": error})
+    return RunRecord(UNFINISHED, failure={"error_type": "Unfinished",
+                                          "message": "no metrics.json nor failure.json (killed, timed out or still running)"})

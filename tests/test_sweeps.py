@@ -27,6 +27,7 @@ from ice_exp.apps.discover import main as cli_main
 from ice_exp.apps.report import flatten
 from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
+from ice_exp.sweeps import sweep_outcome
 from ice_exp.tables import latex_escape
 from ice_exp.tracking import artifact_name, close, default_group, make_logger
 from tests.conftest import table_rows
@@ -64,7 +65,7 @@ def sweep(out: Path, test_conf: Path, *overrides: str, jobs: int, failed: int) -
     """Run the sweep; it exits non-zero when a job failed, with one summary line naming the counts."""
     proc = ice_exp("-m", *TINY, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)
     assert proc.returncode == (1 if failed else 0), proc.stdout[-4000:] + proc.stderr[-4000:]
-    summary = f"sweep {out}: {jobs} jobs, {jobs - failed} finished, {failed} failed"
+    summary = f"sweep {out}: {jobs} jobs, {jobs - failed} finished, {failed} failed or unfinished"
     assert summary in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
     assert not failed or "failure.json" in proc.stderr.splitlines()[-1]
     return out
@@ -278,6 +279,15 @@ def test_report_mean_std_over_seeds_and_grouping(hand_made, capsys):
     assert {r["run"] for r in read_csv(out / "failures.csv")} == {"nested/12_job", "13_job"}
     assert {r["status"] for r in read_csv(out / "runs.csv")} == {"completed", "failed", "unfinished"}
     assert len(read_csv(out / "runs.csv")) == 14
+
+
+def test_the_sweep_exit_status_and_the_report_read_a_run_alike(hand_made, capsys):
+    """One reader (records.read_status): a job with no record (13_job) fails the sweep as the report lists it."""
+    out = hand_made / "report"
+    assert report([str(hand_made), "--out", str(out)]) == 0
+    statuses = [r["status"] for r in read_csv(out / "runs.csv")]
+    assert sweep_outcome(hand_made) == (len(statuses), statuses.count("completed"), len(statuses) - statuses.count("completed"))
+    assert statuses.count("unfinished") == 1 and len(statuses) - statuses.count("completed") == 2
 
 
 @pytest.mark.parametrize("status, error, shown", [

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ice_exp.records import COMPLETED
+from ice_exp.records import read_status
 from ice_exp.tables import MISSING, latex, markdown, text, write_csv
 
 DEFAULT_METRICS = ["gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain", "time/discovery_s"]
@@ -59,35 +59,15 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def load_run(path: Path) -> dict[str, Any] | None:
     """{'path', 'config' (flat), 'status', 'metrics' (completed runs) | None, 'failure' | None}, or None for
     a folder that is no run."""
     config_file = next((f for f in (path / "config_resolved.yaml", path / ".hydra" / "config.yaml") if f.is_file()), None)
     if config_file is None:
         return None
-    run: dict[str, Any] = {"path": path, "config": flatten(yaml.safe_load(config_file.read_text()) or {}),
-                           "status": "unfinished", "metrics": None, "failure": None}
-    try:
-        failure, metrics, info = (_json(path / name) for name in ("failure.json", "metrics.json", "run_info.json"))
-    except json.JSONDecodeError as error:  # a job killed while writing
-        run["status"], run["failure"] = "unreadable", {"error_type": "Unreadable", "message": str(error)}
-        return run
-    recorded = (metrics or {}).get("status") or (info or {}).get("status")
-    if failure is not None:
-        run["status"], run["failure"] = recorded if recorded and recorded.startswith("failed") else "failed", failure
-    elif metrics is not None and recorded in (None, COMPLETED):
-        run["status"], run["metrics"] = COMPLETED, metrics
-    elif recorded is not None and recorded != COMPLETED:
-        error = (metrics or {}).get("error") or (info or {}).get("error") or "stopped before the end (killed or still running)"
-        run["status"], run["failure"] = recorded, {"error_type": recorded, "message": error}
-    else:
-        run["failure"] = {"error_type": "Unfinished",
-                          "message": "no metrics.json nor failure.json (killed, timed out or still running)"}
-    return run
+    record = read_status(path)
+    return {"path": path, "config": flatten(yaml.safe_load(config_file.read_text()) or {}), "status": record.status,
+            "metrics": record.metrics, "failure": record.failure}
 
 
 def find_runs(folders: list[Path]) -> list[dict[str, Any]]:
