@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ice_exp.criteria.base import EmptyMask
-from ice_exp.engine.grams import directional_changes
+from ice_exp.engine.grams import SampleGrams, directional_changes
 from ice_exp.generators.base import Generator
 from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import MeanPerDirection, factor_purity
@@ -31,17 +31,30 @@ def random_directions(dim: int, count: int, seed: int) -> Tensor:
     return r / r.norm(dim=0)
 
 
+def changes_from_grams(exact: SampleGrams, z: Tensor, u: Tensor, probes: Tensor) -> dict[str, Tensor] | None:
+    """{term name: ‖J_term v_k‖² = v_kᵀ (J_termᵀJ_term) v_k [K]} from the sample's exact, cached Grams (the
+    next run on the same faces, a solver or ratio sweep, then evaluates for free) where they cost at most
+    twice the probes' passes (an exact Jacobian takes as many forward passes as the generator's code is
+    wide: toyface 20, for 11 probes); None otherwise (one pass per probe is cheaper)."""
+    if min(exact.generator.code(u[None], exact.space).shape[1], u.numel()) > 2 * probes.shape[1]:
+        return None
+    return {name: torch.einsum("dk,de,ek->k", probes, m.to(probes), probes) for name, m in exact(z, u).items()}
+
+
 def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution, z_eval: Tensor,
-             random_count: int = 8, seed: int = 0) -> dict[str, Any]:
-    """Gain and leakage of each direction per unit step, averaged over the held-out samples ``z_eval``."""
+             random_count: int = 8, seed: int = 0, grams: SampleGrams | None = None) -> dict[str, Any]:
+    """Gain and leakage of each direction per unit step, averaged over the held-out samples ``z_eval``; with
+    the run's ``grams`` and their cache on, from the held-out faces' Grams where that pays (``changes_from_grams``)."""
     k = solution.directions.shape[1]
     probes = torch.cat([solution.directions, random_directions(solution.directions.shape[0], random_count, seed)], 1)
     meters = {t.name: MeanPerDirection(probes.shape[1]) for t in terms.terms}
+    exact = grams.exact() if grams is not None and grams.cache is not None else None
     skipped = 0
     for z in z_eval:
         u = generator.encode(z[None], space)[0].detach()
         try:
-            changes = directional_changes(generator, terms, u, space, probes)
+            changes = (exact is not None and changes_from_grams(exact, z, u, probes)) or \
+                directional_changes(generator, terms, u, space, probes)
         except EmptyMask:  # one face without the region says nothing about the directions: leave it out
             skipped += 1
             continue
@@ -93,12 +106,12 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
 
 
 def score(generator: Generator, terms: Terms, space: str, problem: Problem, solution: Solution, z_eval: Tensor,
-          truth: list[str] | None) -> dict[str, Any]:
+          truth: list[str] | None, grams: SampleGrams | None = None) -> dict[str, Any]:
     """Every score of a discovery run: the solution's size, and on held-out samples gain, leakage and (with
     a known truth) the ground-truth scores."""
     out: dict[str, Any] = {"solver/num_directions": solution.directions.shape[1], "solver/sigma": solution.sigma.tolist()}
     if len(z_eval):
-        out.update(evaluate(generator, terms, space, solution, z_eval))
+        out.update(evaluate(generator, terms, space, solution, z_eval, grams=grams))
         if truth:
             out.update(ground_truth(generator, space, truth, solution, problem, z_eval))
     return out

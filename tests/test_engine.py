@@ -13,9 +13,10 @@ from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
+from ice_exp.evaluation import evaluate
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
 from ice_exp.linalg import eigenspace_angle, principal_angles
-from ice_exp.solvers.base import Problem, SuppressTerm
+from ice_exp.solvers.base import Problem, Solution, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.terms import build_terms
 
@@ -212,3 +213,22 @@ def test_gpu_benchmark_runs_tiny_on_cpu(capsys):
     errors = [v for k, v in table[1].items() if k.startswith("error_")]
     assert len(errors) == 3 and max(errors) < 0.01, table[1]  # two suppress eigenspaces and the subspace, vs vjp
     assert "face_boundary" in capsys.readouterr().out
+
+
+def test_evaluation_from_the_cached_grams_equals_one_pass_per_probe(world, tmp_path, monkeypatch):
+    """With the Gram cache on, the held-out faces' changes are quadratic forms of their cached Grams: the
+    scores of one forward pass per probe to round-off, and a second run computes nothing."""
+    generator, terms, z = world
+    directions = torch.linalg.qr(torch.randn(192, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6)))[0]
+    solution = Solution(sigma=torch.ones(3), directions=directions)
+    direct = evaluate(generator, terms, "s", solution, z)
+    cached = evaluate(generator, terms, "s", solution, z, grams=SampleGrams(generator, terms, "s", cache_dir=tmp_path))
+    import ice_exp.engine.grams as grams_module
+    import ice_exp.evaluation as evaluation_module
+
+    monkeypatch.setattr(grams_module, "sample_grams", lambda *a, **k: pytest.fail("computed again"))
+    monkeypatch.setattr(evaluation_module, "directional_changes", lambda *a, **k: pytest.fail("probed"))
+    again = evaluate(generator, terms, "s", solution, z, grams=SampleGrams(generator, terms, "s", cache_dir=tmp_path))
+    assert again == cached and direct.keys() == cached.keys()
+    for key, value in direct.items():
+        assert value == pytest.approx(cached[key], rel=1e-9, abs=1e-12), key

@@ -1,11 +1,14 @@
 """CPU benchmark of the JᵀJ engines against the seed's loop, side by side in one run (not a timed test).
 
     python -m experiments.benchmarks.cpu [--loop-rows N] [--engines loop vjp jvp auto randomised]
+                                         [--tables render engines runs]
 
 Cases (space S, one sample):
 - toyface 64 px, masked_pixels outside the dilated mouth at 32 px: 3,072 outputs, D = 192 (ratio 1e-3);
 - a small random StyleGAN2 (conf/generator/stylegan2_random.yaml: 32 px), the high-frequency part of the
   image at 32 px: 3,072 outputs (ratio 1e-3).
+``runs``: the recommended toyface run (experiment=toyface/mouth_shape) whole, cold and warm, today's engine
+side by side with the per-criterion path (experiments/benchmarks/runs.py).
 Set OMP_NUM_THREADS to fix the thread count; the table states it.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.benchmarks.common import ENGINES, Case, bench, markdown
+from experiments.benchmarks.runs import run_rows
 from ice_exp.analyzers import Analyzers
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.grams import term_fn
@@ -71,12 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["loop", "vjp", "jvp", "auto", "randomised"], choices=ENGINES)
     parser.add_argument("--loop-rows", type=int, default=None, help="run the loop on this many rows only and extrapolate")
     parser.add_argument("--rank", type=int, default=32, help="initial rank of the randomised engine")
+    parser.add_argument("--tables", nargs="+", default=["render", "engines", "runs"], choices=["render", "engines", "runs"])
     args = parser.parse_args(argv)
     header = (f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch thread(s)")
-    print(header + "\n\n" + render_table() + "\n", flush=True)
-    rows = [row for c in cases() for row in bench(c, args.engines, rank=args.rank, loop_subset=args.loop_rows)]
-    print(markdown(rows, header))
+    print(header + "\n", flush=True)
+    if "render" in args.tables:
+        print(render_table() + "\n", flush=True)
+    if "engines" in args.tables:
+        rows = [row for c in cases() for row in bench(c, args.engines, rank=args.rank, loop_subset=args.loop_rows)]
+        print(markdown(rows) + "\n", flush=True)
+    if "runs" in args.tables:
+        print(markdown(run_rows()))
 
 
 if __name__ == "__main__":

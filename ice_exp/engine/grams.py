@@ -106,7 +106,7 @@ class SampleGrams:
                 raise ValueError(f"engine.{name}: must be >= 1 or null (exact), got {value}")
         if oversample < 0:
             raise ValueError(f"engine.oversample: must be >= 0, got {oversample}")
-        self.generator, self.terms, self.space = generator, terms, space
+        self.generator, self.terms, self.space, self.cache_dir = generator, terms, space, cache_dir
         self.options = dict(mode=mode, chunk=chunk, precision=precision, activate_topk=activate_topk,
                             suppress_rank=suppress_rank, oversample=oversample)
         self.cache = None
@@ -119,6 +119,11 @@ class SampleGrams:
             weights = state_hash(generator, *terms.criteria.values())
             self.cache = GramCache(cache_dir, key_of(weights, what), {"weights_sha256": weights, **what},
                                    names=[t.name for t in terms.terms], dim=generator.space_dim(space))
+
+    def exact(self) -> SampleGrams:
+        """The same engine and cache without the low-rank options (the evaluation's Grams must be exact)."""
+        return SampleGrams(self.generator, self.terms, self.space, cache_dir=self.cache_dir,
+                           **{**self.options, "activate_topk": None, "suppress_rank": None})
 
     def __call__(self, z: Tensor, u: Tensor) -> dict[str, Tensor]:
         """Grams at the latent point u [D] of the sample z [z_dim] (z keys the cache)."""

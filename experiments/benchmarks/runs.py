@@ -1,0 +1,67 @@
+"""Whole discovery runs timed in one process, today's engine side by side with the per-criterion path.
+
+A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
+imports: ``cold`` with an empty Gram cache, ``warm`` on the cache the cold run filled with another solver
+(a solver sweep's later jobs). The per-criterion path (experiments/benchmarks/per_criterion.py) replaces
+the engine's per-sample Grams and the evaluation's directional changes (which then never read the held-out
+faces' Grams); everything else is shared. An
+untimed run first takes the process's one-off costs (lazy initialisation), so that neither path pays them.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from hydra import compose, initialize_config_dir
+
+from experiments.benchmarks import per_criterion
+from ice_exp import discovery
+from ice_exp.config import CONF_DIR
+
+RECOMMENDED = ["experiment=toyface/mouth_shape", "logger=none", "counterfactual.enabled=false"]
+OTHER_SOLVER = "solver=late_projection"
+
+
+@contextlib.contextmanager
+def path(name: str) -> Iterator[None]:
+    """``engine``: today's code; ``per-criterion``: each criterion rendering on its own."""
+    if name == "engine":
+        yield
+        return
+    with mock.patch("ice_exp.engine.grams.sample_grams", per_criterion.sample_grams), \
+            mock.patch("ice_exp.evaluation.directional_changes", per_criterion.directional_changes), \
+            mock.patch("ice_exp.evaluation.changes_from_grams", lambda *_: None):
+        yield
+
+
+def timed_run(overrides: list[str], out_dir: Path) -> tuple[float, dict[str, Any]]:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    started = time.perf_counter()
+    metrics = discovery.run(cfg, out_dir)
+    return time.perf_counter() - started, metrics
+
+
+def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
+    """cold and warm rows of both paths, and their ratios; each path gets its own cache folder."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        timed_run(overrides, root / "warm-up")
+        for name in ("per-criterion", "engine"):
+            cache = f"engine.cache_dir={root / name / 'cache'}"
+            with path(name):
+                for kind, extra in (("cold", []), ("warm", [OTHER_SOLVER])):
+                    seconds, metrics = timed_run(overrides + [cache] + extra, root / name / kind)
+                    rows.append({"run": " ".join(overrides + extra), "cache": kind, "path": name, "seconds": seconds,
+                                 "discovery_s": metrics["time/discovery_s"], "gt/pass": metrics.get("gt/pass"),
+                                 "gt/principal_angle_max_deg": metrics.get("gt/principal_angle_max_deg")})
+    for row in rows:
+        old = next(r["seconds"] for r in rows if r["path"] == "per-criterion" and r["cache"] == row["cache"])
+        row["speedup"] = old / row["seconds"]
+    return rows
