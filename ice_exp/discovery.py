@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ice_exp.build import Discovery, build, is_rank_zero
-from ice_exp.counterfactual.explain import explain, log_explanation, scalars
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import precision_angles
 from ice_exp.evaluation import score
@@ -68,6 +67,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with status.stage("explain"):
         if built.classifier is not None and solution.directions.shape[1]:
+            from ice_exp.counterfactual.explain import explain, scalars  # pandas and the figures: only runs that explain
+
             name, task = cfg.criteria.name, OmegaConf.to_container(cfg.criteria.task)
             rows = explain(cfg.counterfactual, built.classifier, {name: (solution, built.meta)}, built.generator,
                            built.analyzers, {name: built.terms}, {name: task},
@@ -83,6 +84,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         if built.logger is not None:
             log_run(built.logger, out_dir or Path("."), metrics, built.meta)
             if rows and out_dir is not None:
+                from ice_exp.counterfactual.explain import log_explanation
+
                 log_explanation(built.logger, rows, out_dir / "counterfactual")
             close(built.logger)
     return metrics
