@@ -59,7 +59,7 @@ def test_a_late_failure_keeps_the_discovery_results(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("classifier exploded")
 
-    monkeypatch.setattr("ice_exp.discovery.explain", broken)
+    monkeypatch.setattr("ice_exp.counterfactual.explain.explain", broken)  # discovery imports it when it explains
     cfg = make_config(*TINY, "counterfactual.enabled=true", "classifier.resolution=32", "classifier.train.samples=128",
                       "classifier.train.held_out=32", "classifier.train.epochs=1", f"classifier.cache_dir={tmp_path / 'cls'}")
     with pytest.raises(RuntimeError, match="classifier exploded"):
