@@ -1,10 +1,10 @@
 """Whole discovery runs timed in one process, today's engine side by side with the per-criterion path.
 
 A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
-imports: ``cold`` with an empty Gram cache, ``warm`` on the cache the cold run filled with another solver
-(a solver sweep's later jobs). The per-criterion path (experiments/benchmarks/per_criterion.py) replaces
-the engine's per-sample Grams and the evaluation's directional changes (which then never read the held-out
-faces' Grams); everything else is shared. An
+imports: ``off`` without the Gram cache (the default run), ``cold`` with an empty one, ``warm`` on the cache
+the cold run filled, with another solver (a solver sweep's later jobs). The per-criterion path
+(experiments/benchmarks/per_criterion.py) replaces the engine's per-sample Grams and the evaluation's
+directional changes (which then never read the held-out faces' Grams); everything else is shared. An
 untimed run first takes the process's one-off costs (lazy initialisation), so that neither path pays them.
 """
 from __future__ import annotations
@@ -39,16 +39,18 @@ def path(name: str) -> Iterator[None]:
         yield
 
 
-def timed_run(overrides: list[str], out_dir: Path) -> tuple[float, dict[str, Any]]:
+def timed_run(overrides: list[str], out_dir: Path) -> tuple[float, float, dict[str, Any]]:
+    """(wall seconds, CPU seconds of this process, metrics) of one run."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     metrics = discovery.run(cfg, out_dir)
-    return time.perf_counter() - started, metrics
+    return time.perf_counter() - started, time.process_time() - cpu, metrics
 
 
 def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
-    """cold and warm rows of both paths, and their ratios; each path gets its own cache folder."""
+    """off, cold and warm rows of both paths, and their ratios (wall and CPU time: on a shared machine the
+    CPU time is the steadier); each path gets its own cache folder."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -56,12 +58,12 @@ def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
         for name in ("per-criterion", "engine"):
             cache = f"engine.cache_dir={root / name / 'cache'}"
             with path(name):
-                for kind, extra in (("cold", []), ("warm", [OTHER_SOLVER])):
-                    seconds, metrics = timed_run(overrides + [cache] + extra, root / name / kind)
-                    rows.append({"run": " ".join(overrides + extra), "cache": kind, "path": name, "seconds": seconds,
-                                 "discovery_s": metrics["time/discovery_s"], "gt/pass": metrics.get("gt/pass"),
+                for kind, extra in (("off", []), ("cold", [cache]), ("warm", [cache, OTHER_SOLVER])):
+                    seconds, cpu, metrics = timed_run(overrides + extra, root / name / kind)
+                    rows.append({"run": " ".join(overrides + extra[1:]), "cache": kind, "path": name, "seconds": seconds,
+                                 "cpu_s": cpu, "discovery_s": metrics["time/discovery_s"], "gt/pass": metrics.get("gt/pass"),
                                  "gt/principal_angle_max_deg": metrics.get("gt/principal_angle_max_deg")})
     for row in rows:
-        old = next(r["seconds"] for r in rows if r["path"] == "per-criterion" and r["cache"] == row["cache"])
-        row["speedup"] = old / row["seconds"]
+        old = next(r for r in rows if r["path"] == "per-criterion" and r["cache"] == row["cache"])
+        row["speedup"], row["speedup_cpu"] = old["seconds"] / row["seconds"], old["cpu_s"] / row["cpu_s"]
     return rows
