@@ -69,8 +69,9 @@ SOLVER: dict[str, Rule] = {
     "lam": real(0, open_low=True), "num_relax": integer(0), "min_removed": integer(0), "num_samples": integer(1),
     "batch": integer(1),
 }
+CURVATURE = real(0)  # generator.curvature of toyface: the nonlinear part's spread relative to the linear part's
 RUN: dict[str, Rule] = {
-    "samples.pool": integer(1),
+    "generator.curvature": CURVATURE, "samples.pool": integer(1),
     "samples.eval_num": integer(0), "viz.magnitude": real(0, open_low=True), "viz.directions": integer(1),
 }
 # conf/counterfactual: the search's own (read by counterfactual.search.SearchConfig) and the stage's

@@ -52,6 +52,7 @@ RANGES = [
     (["criteria.suppress.outside_mouth.criterion.size=0"], "criteria.suppress.outside_mouth.criterion.size", ">= 1"),
     (["samples.eval_num=-1"], "samples.eval_num", ">= 0"),
     (["samples.pool=0"], "samples.pool", ">= 1"),
+    (["generator.curvature=-0.5"], "generator.curvature", "finite number in [0, inf)"),
     (["samples.indices=[0,40]"], "samples.indices", "[0, 32)"),
     (["counterfactual.enabled=true", "counterfactual.iterations=-1"], "counterfactual.iterations", ">= 0"),
     ([*CELEBA, "classifier.path=/nonexistent/model_best.pth.tar"], "classifier.path", "model_best.pth.tar or the folder"),

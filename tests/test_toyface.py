@@ -7,6 +7,7 @@ import torch
 from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator, tasks
 from ice_exp.generators.toyface.factors import FACTORS, factor_index
+from ice_exp.generators.toyface.factors import true_subspace as factor_subspace
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS, check_world
 from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import factor_purity
@@ -103,6 +104,59 @@ def test_true_groups_are_what_the_factors_measurably_do(world):
     """In worlds drawn at random, each task's true group is exactly the set of factors that follow the task's
     rule when moved alone (pixels inside the region, landmarks as the task says), measured on the drawing."""
     assert check_world(world) == {}
+
+
+@pytest.mark.parametrize("world", WORLDS[:1])
+def test_true_groups_hold_in_a_curved_world(world):
+    """The curved part changes how factors read the styles, never what a factor draws: the groups stay."""
+    assert check_world(world, curvature=0.3) == {}
+
+
+# --- curved worlds --------------------------------------------------------------------------------------------
+CURVED_WORLD = WORLDS[1]
+
+
+def test_curvature_zero_is_the_linear_world_and_the_linear_weights_do_not_depend_on_it():
+    linear, curved = (ToyFaceGenerator(resolution=32, seed=CURVED_WORLD, curvature=c) for c in (0.0, 0.3))
+    s = linear.encode(_z(4, 1), "s")
+    expected = torch.tanh((s @ linear.readout.T - linear.readout_centre) / linear.readout_scale)
+    assert torch.equal(linear.factors(s), expected)
+    assert all(torch.equal(v, curved.state_dict()[k]) for k, v in linear.state_dict().items())  # all but the curvature
+    assert (curved.factors(s) - expected).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("space", ["s", "w"])
+def test_the_curved_factor_map_matches_finite_differences(space):
+    g = ToyFaceGenerator(resolution=32, seed=CURVED_WORLD, curvature=0.3, dtype=torch.float64)
+    u = g.encode(_z(2, 3).double(), space)
+    v = torch.randn(u.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    h = 1e-6
+    numeric = (g.factors(g.to_styles(u + h * v, space)) - g.factors(g.to_styles(u - h * v, space))) / (2 * h)
+    analytic = torch.einsum("bfd,bd->bf", g.factor_jacobian(u, space), v)
+    assert torch.allclose(numeric, analytic, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("curvature", [0.03, 0.3])
+def test_no_subspace_stays_pure_across_16_faces_of_a_curved_world(curvature):
+    """No low-dimensional bottleneck: in a curved world no direction moves a task's group and nothing else at
+    all of 16 faces (in the linear world exactly the true subspace does), while each face has its local truth."""
+    for c in (0.0, curvature):
+        g = ToyFaceGenerator(resolution=32, seed=CURVED_WORLD, curvature=c, dtype=torch.float64)
+        z = _z(16, 5).double()
+        jac = g.factor_jacobian(g.encode(z, "s"), "s")
+        for task, group in TRUE_GROUPS.items():
+            idx = factor_index(group)
+            common = factor_subspace(jac, idx)
+            assert common.shape[1] == (len(group) if c == 0 else 0), (c, task)
+            local = g.true_subspace(group, "s", z[3:4])
+            assert local.shape[1] == len(group) and factor_purity(jac[3], idx, local).min() > 1 - 1e-9, (c, task)
+            if c:  # the local truth of one face is not pure at another
+                assert factor_purity(jac[9], idx, local).min() < 1 - 1e-6, (c, task)
+
+
+def test_a_negative_curvature_is_refused():
+    with pytest.raises(ValueError, match="generator.curvature: must be a finite number in \\[0, inf\\)"):
+        ToyFaceGenerator(resolution=32, curvature=-0.1)
 
 
 def test_world_check_finds_a_truth_the_drawing_contradicts(monkeypatch):

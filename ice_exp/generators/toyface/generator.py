@@ -1,8 +1,9 @@
 """toyface: a seeded, differentiable StyleGAN-shaped face generator with known ground-truth factors.
 
 z -> mapping MLP -> w -> w+ (num_ws copies) -> per-layer affine styles -> packed s -> factors -> render.
-Nothing is trained: every weight comes from ``seed``. The factor map is in ``factors.py``, the renderer in
-``render.py``; ``factor_jacobian`` and ``true_subspace`` give the ground truth that no real generator has.
+Nothing is trained: every weight comes from ``seed``. The factor map is in ``factors.py`` (linear in S, or
+curved with ``curvature`` > 0), the renderer in ``render.py``; ``factor_jacobian`` and ``true_subspace``
+give the ground truth that no real generator has.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ice_exp.generators.base import Frame, Generator
-from ice_exp.generators.toyface.factors import FACTORS, factor_index, readout_matrix, true_subspace
+from ice_exp.generators.toyface.factors import FACTORS, curve_weights, factor_index, readout_matrix, true_subspace
 from ice_exp.generators.toyface.render import render
+from ice_exp.rules import CURVATURE, enforce
 
 NORMALISING_SAMPLES = 4096  # z samples used once to centre and scale the factor read-out
 TEXTURE_WAVES = 12  # sinusoids summed into the fixed skin / hair texture
@@ -23,10 +25,12 @@ TEXTURE_WAVES = 12  # sinusoids summed into the fixed skin / hair texture
 class ToyFaceGenerator(Generator):
     def __init__(self, resolution: int = 128, seed: int = 0, z_dim: int = 32, w_dim: int = 32,
                  style_dims: tuple[int, ...] = (32, 32, 32, 32, 16, 16, 16, 16), mapping_layers: int = 4,
-                 factor_gain: float = 0.9, dtype: torch.dtype = torch.float32) -> None:
+                 factor_gain: float = 0.9, curvature: float = 0.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if not 16 <= resolution <= 512:
             raise ValueError(f"resolution: must be within 16..512 (64..512 to look at; tests use 32..64), got {resolution}")
+        enforce({"curvature": CURVATURE}, {"curvature": curvature}, "generator.")
+        self.curvature = float(curvature)
         self.resolution, self.z_dim, self.w_dim = resolution, z_dim, w_dim
         self.style_dims, self.num_ws = tuple(style_dims), len(style_dims)
         gen = torch.Generator().manual_seed(seed)
@@ -45,6 +49,15 @@ class ToyFaceGenerator(Generator):
             pre = styles @ self.readout.T
             self.register_buffer("readout_centre", pre.mean(0))
             self.register_buffer("readout_scale", pre.std(0) / factor_gain)
+            # the curved part, drawn after everything above (a linear world's weights do not depend on it)
+            curve_in, curve_bias, curve_out = curve_weights(self.style_dims, gen)
+            self.register_buffer("s_std", styles.std(0))
+            self.register_buffer("curve_in", curve_in)
+            self.register_buffer("curve_bias", curve_bias)
+            self.register_buffer("curve_out", curve_out)
+            raw = self._curve_raw(styles)
+            self.register_buffer("curve_centre", raw.mean(0))
+            self.register_buffer("curve_scale", raw.std(0) / factor_gain)  # the same spread as the linear part
         self.to(dtype)
 
     # --- the Generator interface -------------------------------------------------------------------
@@ -73,7 +86,14 @@ class ToyFaceGenerator(Generator):
     # --- ground truth ----------------------------------------------------------------------------------
     def factors(self, s: Tensor) -> Tensor:
         """The named factors [B, 20] in (-1, 1) of packed styles s."""
-        return torch.tanh((s @ self.readout.T - self.readout_centre) / self.readout_scale)
+        pre = (s @ self.readout.T - self.readout_centre) / self.readout_scale
+        if self.curvature:  # skipped at 0, so a linear world is bit-identical to one built before curvature existed
+            pre = pre + self.curvature * (self._curve_raw(s) - self.curve_centre) / self.curve_scale
+        return torch.tanh(pre)
+
+    def _curve_raw(self, s: Tensor) -> Tensor:
+        """The nonlinear part before centring and scaling: G tanh(A (s - s̄)/σ_s + b) [B, 20]."""
+        return torch.tanh(((s - self.s_mean) / self.s_std) @ self.curve_in.T + self.curve_bias) @ self.curve_out.T
 
     def factor_jacobian(self, u: Tensor, space: str) -> Tensor:
         """d factors / d u [B, 20, D], exactly, from the factor map alone (no rendering, no analyzer)."""
@@ -81,8 +101,9 @@ class ToyFaceGenerator(Generator):
         return jac(u)
 
     def true_subspace(self, factor_names: list[str] | tuple[str, ...], space: str, z: Tensor | None = None) -> Tensor:
-        """Orthonormal [D, k]: directions that change exactly these factors. In S, W and W+ the truth is the
-        same at every sample; in z it depends on the point, given by ``z`` (default: the mean, zero)."""
+        """Orthonormal [D, k]: directions that change exactly these factors at the face ``z[:1]`` (default: the
+        mean, zero). In a linear world (curvature 0) it is the same at every face in S, W and W+; in z, or in
+        a curved world, it depends on the face."""
         point = torch.zeros(1, self.z_dim, dtype=self.readout.dtype, device=self.readout.device) if z is None else z[:1]
         u = self.encode(point, space)
         return true_subspace(self.factor_jacobian(u, space)[0], factor_index(factor_names))

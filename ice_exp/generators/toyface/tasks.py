@@ -39,9 +39,10 @@ def _colour_shift_residual(change: Tensor, mask: Tensor) -> Tensor:
 def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     """{task: the factors that follow the task's rule} at the samples z [N, z_dim] of a toyface ``generator``.
 
-    Each factor is moved along its own true direction in S (one unit of that factor per unit step, on
-    average over the samples: a face where it saturates does not blow the step up); its pixel change and
-    landmark motion (forward-mode derivatives) are pooled over the samples and checked against every task's rule."""
+    Each factor is moved along its own true direction in S at each face (the same at every face in a linear
+    world, the local one in a curved world), one unit of that factor per unit step on average over the
+    samples (a face where it saturates does not blow the step up); its pixel change and landmark motion
+    (forward-mode derivatives) are pooled over the samples and checked against every task's rule."""
     parser: Parser = OracleParser()
     landmarker = OracleLandmarker()
     s = generator.encode(z, "s").detach()
@@ -53,10 +54,11 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
         return f.image, landmarker(f)
 
     changes = {}
+    jacobian = generator.factor_jacobian(s, "s")  # [N, 20, D]
     for name in FACTORS:
-        direction = generator.true_subspace([name], "s")[:, 0].to(s)
-        rate = (generator.factor_jacobian(s, "s")[:, FACTORS.index(name)] @ direction).abs().mean()
-        changes[name] = torch.func.jvp(render, (s,), ((direction / rate).expand_as(s),))[1]
+        direction = torch.stack([generator.true_subspace([name], "s", z[i:i + 1])[:, 0] for i in range(len(z))]).to(s)
+        rate = (jacobian[:, FACTORS.index(name)] * direction).sum(-1).abs().mean()
+        changes[name] = torch.func.jvp(render, (s,), (direction / rate,))[1]
     found: dict[str, tuple[str, ...]] = {}
     for task in TRUE_GROUPS:
         rule = load_task(task)
@@ -79,13 +81,13 @@ def measured_groups(generator, z: Tensor) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def check_world(seed: int, resolution: int = 128, samples: int = 4) -> dict[str, tuple[str, ...]]:
+def check_world(seed: int, resolution: int = 128, samples: int = 4, curvature: float = 0.0) -> dict[str, tuple[str, ...]]:
     """The world-validity check: {task: measured group} where it differs from ``TRUE_GROUPS`` (empty: valid).
     Samples are z #0.. of the pool seeded with the world's seed, so every world is checked alike."""
     from ice_exp.generators.toyface.generator import ToyFaceGenerator
     from ice_exp.latents import latent_pool
 
-    generator = ToyFaceGenerator(resolution=resolution, seed=seed)
+    generator = ToyFaceGenerator(resolution=resolution, seed=seed, curvature=curvature)
     measured = measured_groups(generator, latent_pool(seed, samples, generator.z_dim))
     return {t: m for t, m in measured.items() if set(m) != set(TRUE_GROUPS[t])}
 
@@ -96,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worlds", default="10-19", help="first-last generator.seed")
     p.add_argument("--resolution", type=int, default=128, help="render size (the experiments' 128 px)")
     p.add_argument("--samples", type=int, default=4, help="faces pooled per world")
+    p.add_argument("--curvature", type=float, default=0.0, help="generator.curvature of the worlds (0: linear)")
     args = p.parse_args(argv)
     first, last = (int(x) for x in args.worlds.split("-"))
     invalid = 0
     for seed in range(first, last + 1):
-        differ = check_world(seed, args.resolution, args.samples)
+        differ = check_world(seed, args.resolution, args.samples, args.curvature)
         invalid += bool(differ)
         print(f"world {seed}: " + ("valid" if not differ else "; ".join(f"{t} measured {m}" for t, m in differ.items())), flush=True)
     print(f"{last - first + 1 - invalid} of {last - first + 1} worlds valid")
