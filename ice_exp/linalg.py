@@ -35,3 +35,10 @@ def eigenspace_angle(approx: Tensor, exact: Tensor, ratio: float) -> tuple[float
     null space at ``ratio`` is the orthogonal complement, so its angle is the same when the dimensions match."""
     a, b = significant_eigenspace(approx, ratio), significant_eigenspace(exact, ratio)
     return float(principal_angles(a, b).max()), a.shape[1], b.shape[1]
+
+
+def best_fixed_subspace(bases: list[Tensor], dim: int) -> Tensor:
+    """[D, dim]: the subspace closest on average to the spans of ``bases`` (the top eigenvectors of their
+    mean orthogonal projector; each basis orthonormal [D, k_i])."""
+    mean_projector = sum(b.double() @ b.double().T for b in bases) / len(bases)
+    return torch.linalg.eigh(mean_projector)[1][:, -dim:] if dim else mean_projector[:, :0]

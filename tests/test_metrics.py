@@ -6,8 +6,12 @@ import math
 import pytest
 import torch
 
-from ice_exp.linalg import eigenspace_angle
+from ice_exp.evaluation import ground_truth, passes
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.linalg import best_fixed_subspace, eigenspace_angle
+from ice_exp.metrics.directional import local_coverage
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
+from ice_exp.solvers.base import Problem, Solution
 
 
 def test_term_change_is_the_mean_squared_change_of_the_outputs():
@@ -78,3 +82,54 @@ def test_eigenspace_angle_of_a_rotated_gram():
     assert (dim, dim_exact) == (2, 2) and angle == pytest.approx(90.0)
     angle, _, _ = eigenspace_angle(rot @ lam @ rot.T, lam, 0.5)  # only e0, rotated by 2°
     assert angle == pytest.approx(2.0)
+
+
+def test_local_coverage_is_the_share_of_the_local_truths_reach_the_directions_span():
+    jac = torch.zeros(3, 5, dtype=torch.float64)
+    jac[0, 0], jac[1, 1], jac[2, 2] = 1.0, 2.0, 5.0  # factors 0, 1 are the group; factor 2 moves along e2
+    truth = torch.eye(5, dtype=torch.float64)[:, :2]
+    e = torch.eye(5, dtype=torch.float64)
+    assert float(local_coverage(jac, [0, 1], truth, truth)) == pytest.approx(1.0)
+    assert float(local_coverage(jac, [0, 1], truth, e[:, :1])) == pytest.approx(1 / 5)  # |1|² of |1|² + |2|²
+    tilted = (e[:, 1] + e[:, 2])[:, None] / math.sqrt(2)  # half outside the truth: only its part inside counts
+    assert float(local_coverage(jac, [0, 1], truth, tilted)) == pytest.approx(2 / 5)  # cos² 45° of 4 / 5
+    assert float(local_coverage(jac, [0, 1], truth, e[:, 2:4])) == 0.0
+    assert float(local_coverage(jac, [0, 1], truth, e[:, :0])) == 0.0
+
+
+def test_best_fixed_subspace_of_tilted_lines_is_their_bisector():
+    angle = math.radians(20)
+    lines = [torch.tensor([[math.cos(a)], [math.sin(a)], [0.0]], dtype=torch.float64) for a in (angle, -angle)]
+    best = best_fixed_subspace(lines, 1)
+    assert abs(float(best[0, 0])) == pytest.approx(1.0)
+    assert best_fixed_subspace(lines, 0).shape == (3, 0)
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"gt/curvature": 0.0, "gt/principal_angle_max_deg": 9.0, "gt/purity_mean": 0.95}, True),
+    ({"gt/curvature": 0.0, "gt/principal_angle_max_deg": 11.0, "gt/purity_mean": 0.95}, False),
+    ({"gt/curvature": 0.3, "gt/principal_angle_max_deg": 30.0, "gt/purity_mean": 0.86, "ceiling/purity_mean": 0.9,
+      "gt/coverage_mean": 0.91, "ceiling/coverage_mean": 0.95}, True),  # the global angle does not count once curved
+    ({"gt/curvature": 0.3, "gt/principal_angle_max_deg": 3.0, "gt/purity_mean": 0.84, "ceiling/purity_mean": 0.9,
+      "gt/coverage_mean": 0.95, "ceiling/coverage_mean": 0.95}, False),
+    ({"gt/curvature": 0.3, "gt/principal_angle_max_deg": 3.0, "gt/purity_mean": 0.99, "ceiling/purity_mean": 0.9,
+      "gt/coverage_mean": 0.8, "ceiling/coverage_mean": 0.9}, False),
+])
+def test_the_pass_bar_is_the_worlds(metrics, expected):
+    assert passes({"gt/dim_found": 2, "gt/dim_true": 2, **metrics}) is expected
+    assert passes({"gt/dim_found": 3, "gt/dim_true": 2, **metrics}) is False
+
+
+def test_ground_truth_in_a_curved_world_scores_against_each_faces_local_truth():
+    """The best fixed subspace meets its own ceiling and covers the local truths; one face's local truth is
+    pure there but not at the others, so its held-out purity stays below 1."""
+    g = ToyFaceGenerator(resolution=32, seed=5, curvature=0.3, dtype=torch.float64)
+    group = ["mouth_width", "mouth_openness", "smile_curvature"]
+    z = torch.randn(6, g.z_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    local = [g.true_subspace(group, "s", zi[None]) for zi in z]
+    problem = Problem(torch.eye(g.s_dim, dtype=torch.float64))
+    fixed = ground_truth(g, "s", group, Solution(torch.ones(3), best_fixed_subspace(local, 3)), problem, z)
+    assert fixed["gt/curvature"] == 0.3 and fixed["gt/purity_mean"] == pytest.approx(fixed["ceiling/purity_mean"])
+    assert 0.5 < fixed["ceiling/purity_mean"] < 1 - 1e-3 and fixed["gt/coverage_mean"] > 0.9 and fixed["gt/pass"] == 1
+    one_face = ground_truth(g, "s", group, Solution(torch.ones(3), local[0]), problem, z)
+    assert one_face["gt/purity_mean"] < 1 - 1e-3 and one_face["gt/coverage_mean"] < 1 - 1e-3

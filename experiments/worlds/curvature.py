@@ -7,9 +7,9 @@ direction is read against).
 Per task and curvature, over the worlds: the median [max] largest principal angle between the local true
 subspaces (space s) of two faces, over all pairs of ``--faces`` faces (z #0.. of the world's pool); the
 dimension of the subspace that moves the group and no other factor at all of 16 faces (the true dimension
-in a linear world, 0 once it curves); and the ceiling, the held-out purity of the best fixed subspace of
-the true dimension: the top eigenvectors of the mean projector onto the local truths of the same faces,
-scored on ``--faces`` other faces (the eval pool). Prints a markdown table.
+in a linear world, 0 once it curves); and the ceiling, the purity of the best fixed subspace of the true
+dimension on ``--faces`` other faces: the top eigenvectors of the mean projector onto their local truths,
+as ``gt/ceiling_purity`` of a run (ice_exp/evaluation.py). Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -24,20 +24,13 @@ from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import factor_index, true_subspace
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS
 from ice_exp.latents import latent_pool
-from ice_exp.linalg import principal_angles
+from ice_exp.linalg import best_fixed_subspace, principal_angles
 from ice_exp.metrics.directional import factor_purity
 
 
 def local_truths(jacobians: Tensor, group: list[int]) -> list[Tensor]:
     """The true subspace at each face, from the factor Jacobians [N, F, D] there."""
     return [true_subspace(j, group) for j in jacobians]
-
-
-def best_fixed_subspace(truths: list[Tensor], dim: int) -> Tensor:
-    """[D, dim]: the subspace closest on average to the local truths (top eigenvectors of their mean
-    projector): the best any one global subspace of the true dimension can do across these faces."""
-    mean_projector = sum(t @ t.T for t in truths) / len(truths)
-    return torch.linalg.eigh(mean_projector)[1][:, -dim:]
 
 
 def measure(seed: int, curvature: float, faces: int) -> dict[str, dict[str, float]]:
@@ -51,7 +44,7 @@ def measure(seed: int, curvature: float, faces: int) -> dict[str, dict[str, floa
         group = factor_index(factors)
         truths = local_truths(jac[:faces], group)
         angles = [float(principal_angles(a, b).max()) for a, b in itertools.combinations(truths, 2)]
-        fixed = best_fixed_subspace(truths, len(group))
+        fixed = best_fixed_subspace(local_truths(jac_held_out, group), len(group))  # as evaluation.ground_truth
         ceiling = statistics.mean(float(factor_purity(j, group, fixed).mean()) for j in jac_held_out)
         out[task] = {"angles": angles, "pure_dim": true_subspace(jac[:16], group).shape[1], "ceiling": ceiling}
     return out

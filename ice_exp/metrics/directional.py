@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from ice_exp.linalg import orthonormal
+
 
 class MeanPerDirection(Metric):
     """Mean over samples of one number per direction (e.g. ‖J_t v_k‖² per unit step, or factor purity)."""
@@ -31,3 +33,16 @@ def factor_purity(factor_jacobian: Tensor, group: list[int], directions: Tensor)
     1 when a direction changes only the group's factors."""
     moved = (factor_jacobian.double() @ directions.double()) ** 2  # [F, K]
     return moved[group].sum(0) / moved.sum(0).clamp_min(1e-30)
+
+
+def local_coverage(factor_jacobian: Tensor, group: list[int], truth: Tensor, directions: Tensor) -> Tensor:
+    """How much of what the local true subspace ``truth`` [D, k] (orthonormal) can do to the group's factors
+    the found subspace reaches at this sample: tr(J P_T P_V P_T Jᵀ) / tr(J P_T Jᵀ), J the group's rows, P_T
+    and P_V the projectors onto the truth and onto the span of ``directions``. In [0, 1]: 1 when the found
+    span contains the local truth, cos²θ for a span tilted by θ inside the group's reach, 0 when it is
+    orthogonal to the truth; what a direction moves outside the group does not count (purity scores that)."""
+    j, t = factor_jacobian.double()[group], truth.double()
+    if directions.shape[1] == 0 or t.shape[1] == 0:
+        return torch.zeros((), dtype=torch.float64)
+    q = orthonormal(directions.double())
+    return (j @ t @ (t.T @ q)).square().sum() / (j @ t).square().sum().clamp_min(1e-30)
