@@ -1,5 +1,7 @@
 """Whole discovery runs timed in one process, today's engine side by side with the per-criterion path.
 
+``run_rows``: the recommended toyface run; ``protocol_rows``: the seven tasks of one world of the protocol.
+
 A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
 imports: ``off`` without the Gram cache (the default run), ``cold`` with an empty one, ``warm`` on the cache
 the cold run filled, with another solver (a solver sweep's later jobs). The per-criterion path
@@ -24,6 +26,8 @@ from ice_exp import discovery
 from ice_exp.config import CONF_DIR
 
 RECOMMENDED = ["experiment=toyface/mouth_shape", "logger=none", "counterfactual.enabled=false"]
+TASKS = ("face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape")
+PROTOCOL = ["logger=none", "counterfactual.enabled=false", "samples.eval_num=2"]  # conf/worlds.yaml's run settings
 OTHER_SOLVER = "solver=late_projection"
 
 
@@ -66,4 +70,24 @@ def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
     for row in rows:
         old = next(r for r in rows if r["path"] == "per-criterion" and r["cache"] == row["cache"])
         row["speedup"], row["speedup_cpu"] = old["seconds"] / row["seconds"], old["cpu_s"] / row["cpu_s"]
+    return rows
+
+
+def protocol_rows(world: int = 10, pool: int = 8) -> list[dict[str, Any]]:
+    """The seven tasks' recommended runs on one world of the protocol (conf/worlds.yaml, no Gram cache yet),
+    one row per path: total time, passes of the ground-truth bars, ratio."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        timed_run(RECOMMENDED, Path(tmp) / "warm-up")
+        for name in ("per-criterion", "engine"):
+            seconds = cpu = passed = 0.0
+            with path(name):
+                for task in TASKS:
+                    overrides = [f"experiment=toyface/{task}", f"generator.seed={world}", f"samples.seed={pool}", *PROTOCOL]
+                    wall, used, metrics = timed_run(overrides, Path(tmp) / name / task)
+                    seconds, cpu, passed = seconds + wall, cpu + used, passed + metrics["gt/pass"]
+            rows.append({"run": f"7 recommended tasks, world {world}, pool {pool}", "path": name, "seconds": seconds,
+                         "cpu_s": cpu, "gt/pass": f"{passed:.0f}/{len(TASKS)}"})
+    for row in rows:
+        row["speedup"], row["speedup_cpu"] = rows[0]["seconds"] / row["seconds"], rows[0]["cpu_s"] / row["cpu_s"]
     return rows
