@@ -1,15 +1,16 @@
 """CPU benchmark of the JᵀJ engines against the seed's loop, side by side in one run (not a timed test).
 
     python -m experiments.benchmarks.cpu [--loop-rows N] [--engines loop vjp jvp auto randomised]
-                                         [--tables render engines runs protocol]
+                                         [--tables render engines runs analyzers protocol]
 
 Cases (space S, one sample):
 - toyface 64 px, masked_pixels outside the dilated mouth at 32 px: 3,072 outputs, D = 192 (ratio 1e-3);
 - a small random StyleGAN2 (conf/generator/stylegan2_random.yaml: 32 px), the high-frequency part of the
   image at 32 px: 3,072 outputs (ratio 1e-3).
-``runs``: the recommended toyface run (experiment=toyface/mouth_shape) whole, cold and warm, and
-``protocol``: the seven recommended tasks of one world, today's engine side by side with the per-criterion
-path (experiments/benchmarks/runs.py).
+``runs``: the recommended toyface run (experiment=toyface/mouth_shape) whole, cold and warm; ``analyzers``:
+the same with network analyzers (random weights, the trained ones' shapes); ``protocol``: the seven
+recommended tasks of one world; each with today's engine side by side with the per-criterion path
+(experiments/benchmarks/runs.py).
 Set OMP_NUM_THREADS to fix the thread count; the table states it.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.benchmarks.common import ENGINES, Case, bench, markdown
-from experiments.benchmarks.runs import protocol_rows, run_rows
+from experiments.benchmarks.runs import ANALYZERS, protocol_rows, run_rows
 from ice_exp.analyzers import Analyzers
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.grams import term_fn
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["loop", "vjp", "jvp", "auto", "randomised"], choices=ENGINES)
     parser.add_argument("--loop-rows", type=int, default=None, help="run the loop on this many rows only and extrapolate")
     parser.add_argument("--rank", type=int, default=32, help="initial rank of the randomised engine")
-    parser.add_argument("--tables", nargs="+", default=["render", "engines", "runs", "protocol"],
-                        choices=["render", "engines", "runs", "protocol"])
+    parser.add_argument("--tables", nargs="+", default=["render", "engines", "runs", "analyzers", "protocol"],
+                        choices=["render", "engines", "runs", "analyzers", "protocol"])
     args = parser.parse_args(argv)
     header = (f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch thread(s)")
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown(rows) + "\n", flush=True)
     if "runs" in args.tables:
         print(markdown(run_rows()) + "\n", flush=True)
+    if "analyzers" in args.tables:
+        print(markdown(run_rows(ANALYZERS, kinds=("off",))) + "\n", flush=True)
     if "protocol" in args.tables:
         print(markdown(protocol_rows()))
 

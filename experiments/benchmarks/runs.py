@@ -1,6 +1,7 @@
 """Whole discovery runs timed in one process, today's engine side by side with the per-criterion path.
 
-``run_rows``: the recommended toyface run; ``protocol_rows``: the seven tasks of one world of the protocol.
+``run_rows``: the recommended toyface run (or ANALYZERS: with network analyzers); ``protocol_rows``: the
+seven tasks of one world of the protocol.
 
 A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
 imports: ``off`` without the Gram cache (the default run), ``cold`` with an empty one, ``warm`` on the cache
@@ -26,6 +27,10 @@ from ice_exp import discovery
 from ice_exp.config import CONF_DIR
 
 RECOMMENDED = ["experiment=toyface/mouth_shape", "logger=none", "counterfactual.enabled=false"]
+ANALYZERS = [*RECOMMENDED, "analyzer/parser=bisenet_random", "analyzer.parser.size=256", "analyzer/landmarker=fan_random",
+             "analyzer.landmarker.size=128", "analyzer.landmarker.num_modules=2", "samples.indices=[0]", "samples.eval_num=1"]
+"""The recommended run with BiSeNet and FAN of the toyface-trained analyzers' shapes (conf/analyzer_net), random
+weights (the trained ones take 30 min to train; the time does not depend on the weights), one sample."""
 TASKS = ("face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape")
 PROTOCOL = ["logger=none", "counterfactual.enabled=false", "samples.eval_num=2"]  # conf/worlds.yaml's run settings
 OTHER_SOLVER = "solver=late_projection"
@@ -52,9 +57,9 @@ def timed_run(overrides: list[str], out_dir: Path) -> tuple[float, float, dict[s
     return time.perf_counter() - started, time.process_time() - cpu, metrics
 
 
-def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
-    """off, cold and warm rows of both paths, and their ratios (wall and CPU time: on a shared machine the
-    CPU time is the steadier); each path gets its own cache folder."""
+def run_rows(overrides: list[str] = RECOMMENDED, kinds: tuple[str, ...] = ("off", "cold", "warm")) -> list[dict[str, Any]]:
+    """The ``kinds`` of run (off, cold, warm) on both paths, and their ratios (wall and CPU time: on a
+    shared machine the CPU time is the steadier); each path gets its own cache folder."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -62,7 +67,7 @@ def run_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
         for name in ("per-criterion", "engine"):
             cache = f"engine.cache_dir={root / name / 'cache'}"
             with path(name):
-                for kind, extra in (("off", []), ("cold", [cache]), ("warm", [cache, OTHER_SOLVER])):
+                for kind, extra in [k for k in (("off", []), ("cold", [cache]), ("warm", [cache, OTHER_SOLVER])) if k[0] in kinds]:
                     seconds, cpu, metrics = timed_run(overrides + extra, root / name / kind)
                     rows.append({"run": " ".join(overrides + extra[1:]), "cache": kind, "path": name, "seconds": seconds,
                                  "cpu_s": cpu, "discovery_s": metrics["time/discovery_s"], "gt/pass": metrics.get("gt/pass"),
