@@ -35,9 +35,9 @@ def term_fn(generator: Generator, terms: Terms, u: Tensor, space: str, name: str
     return FramePasses(generator, terms, u, space).fn([(term.criterion, term.part)])
 
 
-def _by_term(terms: Terms, frames: FramePasses, parts: list[Part], rows: Tensor, dim: int) -> dict[str, Tensor]:
-    """Split the parts' stacked outputs (along ``dim``) into the terms that use them."""
-    split = dict(zip(parts, torch.split(rows, [frames.sizes[p] for p in parts], dim=dim)))
+def _by_term(terms: Terms, frames: FramePasses, parts: list[Part], moved: Tensor) -> dict[str, Tensor]:
+    """Split the parts' outputs side by side [K, m] into the terms that use them."""
+    split = dict(zip(parts, torch.split(moved, [frames.sizes[p] for p in parts], dim=1)))
     return {t.name: split[(t.criterion, t.part)] for t in terms.terms if (t.criterion, t.part) in split}
 
 
@@ -152,4 +152,4 @@ def directional_changes(generator: Generator, terms: Terms, u: Tensor, space: st
     frames = FramePasses(generator, terms, u, space)
     parts = frames.parts()
     moved = frames.directional(parts, tangents)
-    return {name: (rows.double() ** 2).sum(1) for name, rows in _by_term(terms, frames, parts, moved, 1).items()}
+    return {name: (rows.double() ** 2).sum(1) for name, rows in _by_term(terms, frames, parts, moved).items()}
