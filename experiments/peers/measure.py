@@ -21,7 +21,7 @@ from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
-from ice_exp.solvers.peers import LowRankGAN, robust_pca
+from ice_exp.solvers.peers import RPCA_METHODS, LowRankGAN, robust_pca
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -52,8 +52,9 @@ def sefa() -> None:
               f"are the 10 largest: {bool(np.isin(np.sort(values.real)[-10:], values.real[:10]).all())}")
 
 
-def reference_rpca(m: np.ndarray, lam: float = 1 / 60, max_iter: int = 10000) -> tuple[np.ndarray, int]:
-    """zhujiapeng/LowRankGAN's robust PCA: ADMM with fixed μ = n²/(4‖M‖₁), stop at ‖L + S − M‖_F ≤ 1e-7‖M‖_F."""
+def reference_rpca(m: np.ndarray, lam: float = 1 / 60, max_iter: int = 10000) -> tuple[np.ndarray, np.ndarray, int]:
+    """zhujiapeng/LowRankGAN's robust PCA: ADMM with fixed μ = n²/(4‖M‖₁) (numpy's matrix 1-norm), SVD
+    thresholding, stop at ‖L + S − M‖_F ≤ 1e-7‖M‖_F or after max_iter steps. Returns (L, S, steps)."""
     mu = m.size / (4 * np.linalg.norm(m, ord=1))
     low, sparse, dual = np.zeros_like(m), np.zeros_like(m), np.zeros_like(m)
     shrink = lambda x, tau: np.sign(x) * np.maximum(np.abs(x) - tau, 0)  # noqa: E731
@@ -64,7 +65,62 @@ def reference_rpca(m: np.ndarray, lam: float = 1 / 60, max_iter: int = 10000) ->
         dual = dual + mu * (low + sparse - m)
         if np.linalg.norm(low + sparse - m) <= 1e-7 * np.linalg.norm(m):
             break
-    return low, step
+    return low, sparse, step
+
+
+def reference_directions(low_f: np.ndarray, low_b: np.ndarray) -> np.ndarray:
+    """zhujiapeng/LowRankGAN's compute_directions after robust PCA (num_relax 0): F = the top matrix_rank(L_f)
+    right singular vectors, the top clamp(matrix_rank(L_b), 1, D − 1) of L_b removed, F projected, normalised."""
+    principal = np.linalg.svd(low_f)[2][:np.linalg.matrix_rank(low_f)].T
+    null = np.linalg.svd(low_b)[2][min(max(1, np.linalg.matrix_rank(low_b)), len(low_b) - 1):].T
+    projected = null @ null.T @ principal
+    return projected / np.linalg.norm(projected, axis=0)
+
+
+def objective(low: np.ndarray, sparse: np.ndarray, lam: float = 1 / 60) -> float:
+    """Robust PCA's objective ‖L‖_* + λ‖S‖₁ (entrywise)."""
+    return float(np.linalg.svd(low, compute_uv=False).sum() + lam * np.abs(sparse).sum())
+
+
+def end_to_end(label: str, problem: Problem) -> None:
+    """LowRankGAN with each robust PCA method vs the reference re-enacted in numpy (robust PCA and the
+    steps after it) on the same M_f, M_b: direction count, largest angle between the spans and between the
+    top directions, the robust PCA ranks, steps, ‖ΔL‖/‖L_ref‖, objective and time."""
+    fg, bg = problem.activate.double(), problem.background()
+    started = time.perf_counter()
+    ref = [reference_rpca(m.numpy()) for m in (fg, bg)]
+    reference = torch.from_numpy(reference_directions(ref[0][0], ref[1][0]))
+    print(f"LowRankGAN end to end, {label} (D = {fg.shape[0]}): reference {reference.shape[1]} directions, "
+          f"ranks L_f/L_b {'/'.join(str(np.linalg.matrix_rank(r[0])) for r in ref)}, "
+          f"steps {'/'.join(str(r[2]) for r in ref)}, objective {'/'.join(f'{objective(*r[:2]):.4g}' for r in ref)}, "
+          f"{time.perf_counter() - started:.0f} s (numpy, SVD)")
+    for method in RPCA_METHODS:
+        started = time.perf_counter()
+        ours = LowRankGAN(rpca_method=method)(problem).directions
+        seconds = time.perf_counter() - started
+        parts = [robust_pca(m, method=method) for m in (fg, bg)]
+        both = ours.shape[1] > 0 and reference.shape[1] > 0
+        print(f"  {method}: {ours.shape[1]} directions, largest angle to the reference "
+              + (f"{angle(ours, reference):.2e}° (top direction {angle(ours[:, :1], reference[:, :1]):.2e}°)" if both else "n/a")
+              + f", ranks {'/'.join(str(np.linalg.matrix_rank(low.numpy())) for low, _, _ in parts)}, "
+              f"steps {'/'.join(str(n) for _, _, n in parts)}, ‖ΔL‖/‖L_ref‖ "
+              + "/".join(f"{np.linalg.norm(low.numpy() - r[0]) / np.linalg.norm(r[0]):.1e}" for (low, _, _), r in zip(parts, ref))
+              + f", objective {'/'.join(f'{objective(low.numpy(), sparse.numpy()):.4g}' for low, sparse, _ in parts)}, "
+              f"solver {seconds:.0f} s")
+
+
+def stylegan2_problem() -> Problem:
+    """LowRankGAN's setting at its paper's size, D = 512: the Jacobian of the channel-averaged image w.r.t. w
+    at one sample (z seed 0) of a 32 px StyleGAN2 with w_dim 512 and random weights (seed 0); M_f over the
+    central 16 × 16 box, M_b over the other pixels, each normalised by its pixel count, as compute_directions."""
+    g = build_stylegan2(resolution=32, z_dim=512, w_dim=512, mapping_layers=2, channel_base=512, channel_max=64)
+    w = g.encode(torch.randn(1, g.z_dim, generator=torch.Generator().manual_seed(0)), "w")[0]
+    with torch.enable_grad():
+        jac = torch.func.jacfwd(lambda v: g.decode(v[None], "w").image[0].mean(0).flatten())(w).double()
+    box = torch.zeros(g.resolution, g.resolution, dtype=torch.bool)
+    box[8:24, 8:24] = True
+    inside, outside = jac[box.flatten()], jac[~box.flatten()]
+    return Problem(inside.T @ inside / len(inside), [SuppressTerm("outside", outside.T @ outside / len(outside), 0.0)])
 
 
 def toyface_problem(overrides: list[str]) -> Problem:
@@ -76,7 +132,7 @@ def toyface_problem(overrides: list[str]) -> Problem:
 
 def lowrankgan() -> None:
     """Ranks and directions of the reference defaults vs the project's variant on toyface mouth_shape (space s),
-    the relaxation clamp, and our robust PCA vs the reference's ADMM."""
+    the relaxation clamp, and each robust PCA method end to end vs the reference, there and at D = 512."""
     problem = toyface_problem([])
     fg, bg = problem.activate.double(), problem.background()
     default = LowRankGAN()(problem)
@@ -91,21 +147,8 @@ def lowrankgan() -> None:
         clamped, free = LowRankGAN(num_relax=relax)(problem), LowRankGAN(num_relax=relax, min_removed=0)(problem)
         print(f"  num_relax {relax}: min_removed 1 vs 0: {angle(clamped.directions, free.directions):.1f}° "
               f"(raw background numerical rank {bg_rank})")
-    started = time.perf_counter()
-    ref_f, steps_f = reference_rpca(fg.numpy())
-    ref_b, steps_b = reference_rpca(bg.numpy())
-    ref_s = time.perf_counter() - started
-    started = time.perf_counter()
-    ours_f, ours_b = robust_pca(fg)[0], robust_pca(bg)[0]
-    ours_s = time.perf_counter() - started
-    rel = lambda a, b: float(np.linalg.norm(a.numpy() - b) / np.linalg.norm(b))  # noqa: E731
-    print(f"  robust PCA, ours vs reference ADMM ({steps_f}, {steps_b} iterations, {ref_s:.1f} s; ours {ours_s:.1f} s): "
-          f"‖ΔL‖/‖L‖ foreground {rel(ours_f, ref_f):.1e}, background {rel(ours_b, ref_b):.1e}; "
-          f"numerical ranks ours {np.linalg.matrix_rank(ours_f.numpy())}/{np.linalg.matrix_rank(ours_b.numpy())}, "
-          f"reference {np.linalg.matrix_rank(ref_f)}/{np.linalg.matrix_rank(ref_b)}")
-    on_ref = LowRankGAN(rpca=False)(Problem(torch.from_numpy(ref_f), [SuppressTerm("b", torch.from_numpy(ref_b), 0.0)]))
-    print(f"  directions from the reference's L_f, L_b: {on_ref.directions.shape[1]}, "
-          f"largest angle to ours {angle(on_ref.directions, default.directions):.2e}°")
+    end_to_end("toyface mouth_shape, space s", problem)
+    end_to_end("StyleGAN2 w, 32 px, random weights", stylegan2_problem())
 
 
 def ganspace() -> None:

@@ -1,6 +1,6 @@
 """Every solver on the seven toyface tasks over the world protocol's worlds: pass rate, median and worst.
 
-``OMP_NUM_THREADS=1 python -m experiments.peers.worlds [--worlds 10-19] [--pool 8] [--out outputs/peers_worlds]``
+``OMP_NUM_THREADS=1 python -m experiments.peers.worlds [--worlds 10-19] [--pool 8] [--solvers a,b] [--out outputs/peers_worlds]``
 
 Each (task, world) is one ``ice-compare`` run (``ice_exp.compare.compare``) with the task's recommended
 criteria and samples (experiment=toyface/<task>): the Grams once, then every solver, each solution cut to the
@@ -23,14 +23,14 @@ from ice_exp.generators.toyface.tasks import TRUE_GROUPS
 SOLVERS = ["ice_recommended", "early_projection", "late_projection", "lowrankgan", "resefa", "sefa", "ganspace"]
 
 
-def run_all(worlds: list[int], pool: int, cache: str) -> list[dict]:
+def run_all(worlds: list[int], pool: int, cache: str, solvers: list[str]) -> list[dict]:
     rows = []
     for task, group in TRUE_GROUPS.items():
         for world in worlds:
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
                 cfg = compose("compare", overrides=[
                     f"experiment=toyface/{task}", f"generator.seed={world}", f"samples.seed={pool}", "logger=none",
-                    "samples.eval_num=2", f"compare.max_directions={len(group)}", f"compare.solvers=[{','.join(SOLVERS)}]",
+                    "samples.eval_num=2", f"compare.max_directions={len(group)}", f"compare.solvers=[{','.join(solvers)}]",
                     f"engine.cache_dir={cache}", "counterfactual.enabled=false"])
             for row in compare(cfg):
                 rows.append({"task": task, "world": world, "solver": row["solver"], "pass": row.get("gt/pass", 0),
@@ -62,11 +62,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worlds", default="10-19", help="first-last generator.seed (default: the world protocol's 10-19)")
     p.add_argument("--pool", type=int, default=8, help="samples.seed of the latent pool")
+    p.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated conf/solver names (default: all peers and ICE)")
     p.add_argument("--cache", default=".cache/grams", help="Gram cache folder (shared with the world protocol's runs)")
     p.add_argument("--out", type=Path, default=Path("outputs/peers_worlds"))
     args = p.parse_args()
     first, last = (int(x) for x in args.worlds.split("-"))
-    rows = run_all(list(range(first, last + 1)), args.pool, args.cache)
+    rows = run_all(list(range(first, last + 1)), args.pool, args.cache, args.solvers.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "peers_worlds.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
