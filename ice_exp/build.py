@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
@@ -13,7 +13,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
@@ -27,6 +26,9 @@ from ice_exp.outputs import config_hash
 from ice_exp.solvers.base import Solver
 from ice_exp.terms import Terms, build_terms
 from ice_exp.tracking import make_logger
+
+if TYPE_CHECKING:
+    from wandb import Run
 
 
 def instantiated(node: Any, **kwargs: Any) -> Any:
@@ -107,7 +109,7 @@ class Discovery(Setup):
     cfg: DictConfig
     solver: Solver
     classifier: Classifier | None  # the explained classifier (rank 0, counterfactual stage enabled)
-    logger: Logger | None  # rank 0 only
+    logger: Run | None  # the W&B run, started here (rank 0 only)
     meta: dict[str, Any]  # what subspace.safetensors records
     weights_sha256: dict[str, str]
 
@@ -119,7 +121,8 @@ def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
     solver = instantiate(cfg.solver)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     meta = {"space": setup.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
-            "generator": cfg.generator._target_, "config_hash": config_hash(resolved)}
+            "generator": cfg.generator._target_, "world": cfg.generator.get("seed"),  # toyface's world; None elsewhere
+            "config_hash": config_hash(resolved)}
     checksums = setup.generator.weight_checksums()
     for model in setup.analyzers.modules():
         checksums.update(getattr(model, "weight_checksums", dict)())

@@ -38,7 +38,7 @@ from ice_exp.solvers.base import Problem, Solution
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.tables import markdown, write_csv
 from ice_exp.terms import Terms
-from ice_exp.tracking import make_logger
+from ice_exp.tracking import make_logger, tracked
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig) -> N
     write_json(out_dir / "compare.json", {"rows": rows})
     logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
                          OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare")
-    if logger is not None:
-        logger.log_table("compare", dataframe=table)
-        logger.experiment.finish()
+    with tracked(logger):
+        if logger is not None:
+            import wandb
+
+            logger.log({"compare": wandb.Table(dataframe=table)})

@@ -21,10 +21,11 @@ from ice_exp.build import Discovery, build, is_rank_zero
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import precision_angles
 from ice_exp.evaluation import score
+from ice_exp.linalg import principal_angles
 from ice_exp.outputs import claim, save_subspace, versions
 from ice_exp.records import COMPLETED, RunStatus, write_json
 from ice_exp.solvers.base import Problem, Solution
-from ice_exp.tracking import close, log_run
+from ice_exp.tracking import log_run, tracked
 from ice_exp.viz import direction_grid, spectrum_plot
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,12 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         built = build(cfg, out_dir)
         if status.out_dir is not None:
             start_record(status.out_dir, built)
+    with tracked(built.logger):  # the W&B run ends as failed when a stage raises or SIGTERM stops the run
+        return discover(cfg, out_dir, built, status)
 
+
+def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: RunStatus) -> dict[str, Any]:
+    """The stages after the build, each recording its failure in ``status``."""
     started = time.perf_counter()
     with status.stage("accumulate"):
         grams = (accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -82,12 +88,13 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             status.set(COMPLETED)  # run_info.json
             log.info("outputs in %s", out_dir)
         if built.logger is not None:
-            log_run(built.logger, out_dir or Path("."), metrics, built.meta)
+            truth = built.generator.true_subspace(built.truth, built.space) if built.truth else None
+            angles = None if truth is None else [float(principal_angles(v[:, None], truth)[0]) for v in solution.directions.T]
+            log_run(built.logger, out_dir or Path("."), metrics, built.meta, cfg.seed, angles)
             if rows and out_dir is not None:
                 from ice_exp.counterfactual.explain import log_explanation
 
                 log_explanation(built.logger, rows, out_dir / "counterfactual")
-            close(built.logger)
     return metrics
 
 

@@ -14,7 +14,7 @@ from ice_exp.build import build_analyzers, instantiated
 from ice_exp.counterfactual.explain import Subspaces, explain, log_explanation, scalars
 from ice_exp.outputs import load_subspace
 from ice_exp.terms import build_terms
-from ice_exp.tracking import make_logger
+from ice_exp.tracking import make_logger, tracked
 
 
 def load_runs(run_dirs: list[str]) -> tuple[Subspaces, dict[str, DictConfig]]:
@@ -54,11 +54,11 @@ def explain_runs(cfg: DictConfig, out_dir: Path | None) -> list[dict[str, Any]]:
     classifier = instantiated(cfg.classifier, _convert_="all")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, ["explain"], resolved, job_type="explain")
-    rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers_by_config[OmegaConf.to_yaml(first.analyzer)],
-                   terms_by_name, tasks, out_dir)
-    if logger is not None:
-        logger.log_metrics({k: v for r in rows for k, v in scalars(r, f"counterfactual/{r['subspace']}/").items()})
-        if out_dir is not None:
-            log_explanation(logger, rows, out_dir)
-        logger.finalize("success")
+    with tracked(logger):
+        rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers_by_config[OmegaConf.to_yaml(first.analyzer)],
+                       terms_by_name, tasks, out_dir)
+        if logger is not None:
+            logger.summary.update({k: v for r in rows for k, v in scalars(r, f"counterfactual/{r['subspace']}/").items()})
+            if out_dir is not None:
+                log_explanation(logger, rows, out_dir)
     return rows

@@ -1,30 +1,43 @@
-"""The experiment logger: W&B that never blocks a run (online only with an API key), or none.
+"""The experiment logger: a W&B run through wandb's own API that never blocks a run (online only with an
+API key), or none.
 
-Runs are grouped by sweep (every job of one ``ice-exp -m`` in one W&B group) and each run's subspace is a
-version of one artifact per generator, task and space, so that reruns of a task accumulate versions.
+What a dashboard user needs to compare runs: the run starts when the discovery is built and ends with it
+(:func:`tracked`: exit code 1 when a stage fails or SIGTERM stops it), so every job shows with its state and
+runtime; its name says what the sweep varies (``eye_shape solver=sefa seed=1``) and its group is the sweep
+(the full sweep path hashed: two sweeps never merge); final values are the summary, history only where there
+is a step (the directions); the subspace is a version of one artifact per generator, world, criteria, space
+and solver, aliased by its settings.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from pytorch_lightning.loggers import Logger
+from omegaconf import OmegaConf
 
 from ice_exp.schema import LoggerMode
 
+if TYPE_CHECKING:
+    from wandb import Run
+
 MODES = tuple(m.value for m in LoggerMode)  # the schema's choices (ice_exp/schema.py)
+PICTURES = ("spectrum", "directions")  # <name>.png of a run folder, each its own image key (sizes differ)
 log = logging.getLogger(__name__)
 
 
 def make_logger(cfg: Any, save_dir: Path, name: str, run_tags: list[str], config: dict[str, Any],
-                job_type: str = "discovery") -> Logger | None:
-    """The logger of ``cfg`` (conf/logger: a ``_partial_`` ``_target_`` config, or null for none), given this
+                job_type: str = "discovery") -> Run | None:
+    """The W&B run of ``cfg`` (conf/logger: a ``_partial_`` ``_target_`` config, or null for none), given this
     run's folder, name, tags, config and job type (the app: discovery, compare, explain)."""
     if not cfg:
         return None
@@ -33,9 +46,10 @@ def make_logger(cfg: Any, save_dir: Path, name: str, run_tags: list[str], config
 
 def wandb_logger(save_dir: Path, name: str, run_tags: list[str], config: dict[str, Any], project: str = "ice-exp",
                  job_type: str = "discovery", entity: str | None = None, mode: str = "auto", init_timeout: float = 10.0,
-                 group: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> Logger | None:
-    """W&B (conf/logger/wandb.yaml). mode=auto: online when WANDB_API_KEY is set, else offline; the WANDB_MODE
-    environment variable (e.g. disabled in tests) wins over both; disabled gives no logger."""
+                 group: str | None = None, tags: list[str] | tuple[str, ...] = ()) -> Run | None:
+    """W&B (conf/logger/wandb.yaml), started now. mode=auto: online when WANDB_API_KEY is set, else offline;
+    the WANDB_MODE environment variable (e.g. disabled in tests) wins over both; disabled gives no run.
+    The config gets the job's command-line overrides (``overrides``) beside the resolved config."""
     if mode not in MODES:
         raise ValueError(f"logger.mode: unknown {mode!r}; allowed values: {', '.join(MODES)}")
     if mode == "auto":
@@ -43,68 +57,143 @@ def wandb_logger(save_dir: Path, name: str, run_tags: list[str], config: dict[st
     mode = os.environ.get("WANDB_MODE", mode)
     if mode == "disabled":
         return None
-    from pytorch_lightning.loggers import WandbLogger
+    import wandb
 
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     kwargs = dict(project=project, entity=entity, group=group or default_group(name), job_type=job_type,
-                  tags=[*tags, *run_tags], name=name, save_dir=str(save_dir), config=config, log_model=False)
+                  tags=[*tags, *run_tags], name=" ".join([name, *swept_overrides()]), dir=str(save_dir),
+                  config={**config, "overrides": overrides})
+    # quiet: no history/summary block at the end (the run prints its own summary) and no "logged in as" lookup,
+    # an unbounded server call before the run starts
+    settings = dict(quiet=True, init_timeout=float(init_timeout))
     if mode == "online":
-        return _online_or_offline(kwargs, float(init_timeout))
-    return WandbLogger(mode=mode, **kwargs)
+        return _online_or_offline(kwargs, settings)
+    return wandb.init(mode=mode, settings=wandb.Settings(**settings), **kwargs)
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def swept_overrides() -> list[str]:
+    """This job's overrides of the keys its sweep varies (``solver=sefa``, ``seed=1``), the ones given a
+    list or range in the sweep's command line (its ``multirun.yaml``); [] outside a multirun."""
+    if not _multirun():
+        return []
+    hc = HydraConfig.get()
+    sweep_file, parser = Path(hc.sweep.dir) / "multirun.yaml", OverridesParser.create()
+    if not sweep_file.is_file():  # a launcher that wrote none: every override of the job
+        return list(hc.overrides.task)
+    swept = {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(sweep_file).hydra.overrides.task))
+             if o.is_sweep_override()}
+    job = list(hc.overrides.task)
+    return [text for text, o in zip(job, parser.parse_overrides(job)) if o.key_or_group in swept]
 
 
 def default_group(name: str) -> str:
-    """The W&B group when ``logger.group`` is null: in a multirun the sweep folder's name
-    (``hydra.sweep.dir``, e.g. ``outputs/multirun/<time>`` -> ``<time>``), else the run name."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().sweep.dir).name
-    return name
+    """The W&B group when ``logger.group`` is null: in a multirun the sweep folder's name and a hash of its
+    absolute path (``outputs/multirun/<time>`` -> ``<time>-<8 hex>``: ``/a/sweep`` and ``/b/sweep`` stay
+    apart), else the run name."""
+    if not _multirun():
+        return name
+    sweep = Path(HydraConfig.get().sweep.dir).resolve()
+    return f"{sweep.name}-{hashlib.sha1(str(sweep).encode()).hexdigest()[:8]}"
+
+
+def _valid(text: str) -> str:
+    """Characters W&B refuses in artifact names and aliases (outside [A-Za-z0-9._-]) become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def artifact_name(meta: dict[str, Any]) -> str:
-    """``subspace-<generator class>-<criteria name>-<space>`` from a subspace's meta, the same for every run of
-    one task, so W&B stacks them as versions; characters W&B refuses (outside [A-Za-z0-9._-]) become '_'."""
-    name = f"subspace-{meta['generator'].rsplit('.', 1)[-1]}-{meta['criteria']}-{meta['space']}"
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    """``subspace-<generator class>[-world<generator seed>]-<criteria name>-<space>-<solver class>`` from a
+    subspace's meta: reruns of one solver on one task and world stack as versions, the rest stay apart."""
+    world = [f"world{meta['world']}"] if meta.get("world") is not None else []
+    parts = ["subspace", meta["generator"].rsplit(".", 1)[-1], *world, meta["criteria"], meta["space"],
+             meta["solver"].rsplit(".", 1)[-1]]
+    return _valid("-".join(map(str, parts)))
 
 
-def _online_or_offline(kwargs: dict[str, Any], timeout: float) -> Logger:
-    """Start the online run now, within ``timeout`` s (WandbLogger starts it lazily, mid-run, where an
-    unreachable server or a rejected key would kill the run); on any failure log offline instead and say
-    why in one warning with the ``wandb sync`` command. ``quiet`` skips wandb's "logged in as" lookup,
-    an unbounded server call before the run starts."""
+def artifact_aliases(meta: dict[str, Any], seed: int) -> list[str]:
+    """``latest`` and the version's settings: ``config-<hash>`` (fetch ``<name>:config-<hash>``) and ``seed-<seed>``."""
+    return ["latest", _valid(f"config-{meta['config_hash']}"), f"seed-{seed}"]
+
+
+def _online_or_offline(kwargs: dict[str, Any], settings: dict[str, Any]) -> Run:
+    """Start the online run within ``init_timeout`` s; on any failure log offline instead and say why in one
+    warning with the ``wandb sync`` command."""
     import wandb
-    from pytorch_lightning.loggers import WandbLogger
 
     try:
-        logger = WandbLogger(mode="online", settings=wandb.Settings(init_timeout=timeout, quiet=True), **kwargs)
-        logger.experiment  # noqa: B018 - starts the run here, bounded
-        return logger
+        return wandb.init(mode="online", settings=wandb.Settings(**settings), **kwargs)
     except Exception as e:  # wandb raises CommError, AuthenticationError, UsageError, ...
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    logger = WandbLogger(mode="offline", **kwargs)
+    run = wandb.init(mode="offline", settings=wandb.Settings(**settings), **kwargs)
     log.warning("W&B: could not start an online run (%s; logger.init_timeout=%g s); logging offline instead, "
-                "upload later with `wandb sync %s`", reason, timeout, Path(logger.experiment.dir).parent)
-    return logger
+                "upload later with `wandb sync %s`", reason, settings["init_timeout"], Path(run.dir).parent)
+    return run
 
 
-def log_run(logger: Logger, out_dir: Path, metrics: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Scalars as metrics; with W&B also the pictures as images and the subspace as a version of
-    :func:`artifact_name` (``meta``: what subspace.safetensors records, also the artifact's metadata)."""
-    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    if not hasattr(logger, "log_image"):
-        return
-    pictures = [p for p in ("spectrum.png", "directions.png") if (out_dir / p).is_file()]
-    logger.log_image("images", [str(out_dir / p) for p in pictures], caption=[p[:-4] for p in pictures])
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric values of a metrics dict (lists and the status left out)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def directions_rows(metrics: dict[str, Any], angles: list[float] | None) -> list[dict[str, Any]]:
+    """One row per direction: σ, held-out gain and leakage into each suppress term, and its angle to the
+    true subspace (``angles``, where the truth is known)."""
+    per_direction = {k.removeprefix("eval/").removesuffix("_per_direction"): v for k, v in metrics.items()
+                     if k.endswith("_per_direction")}
+    rows = []
+    for i, sigma in enumerate(metrics.get("solver/sigma", [])):
+        row = {"direction": i, "sigma": sigma, **{k: v[i] if i < len(v) else None for k, v in per_direction.items()}}
+        rows.append(row | ({"angle_to_truth_deg": angles[i]} if angles is not None else {}))
+    return rows
+
+
+def log_run(run: Run, out_dir: Path, metrics: dict[str, Any], meta: dict[str, Any], seed: int,
+            angles: list[float] | None = None) -> None:
+    """A discovery's results: the scalars as the summary; per direction a history step (``direction/*`` over
+    ``direction``) and a row of the ``directions`` table; the pictures under their own keys; the subspace as
+    a version of :func:`artifact_name` (``meta``: what subspace.safetensors records, also the artifact's
+    metadata) with :func:`artifact_aliases`."""
     import wandb
 
+    run.summary.update(scalars(metrics))
+    rows = directions_rows(metrics, angles)
+    run.define_metric("direction", hidden=True, summary="none")
+    run.define_metric("direction/*", step_metric="direction", summary="none")  # the summary has the means
+    for row in rows:
+        run.log({"direction": row["direction"], **{f"direction/{k}": v for k, v in row.items() if k != "direction"}})
+    media: dict[str, Any] = {f"images/{p}": wandb.Image(str(out_dir / f"{p}.png"))
+                             for p in PICTURES if (out_dir / f"{p}.png").is_file()}
+    if rows:
+        media["directions"] = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+    run.log(media)
     artifact = wandb.Artifact(artifact_name(meta), type="subspace", metadata=meta)
     for name in ("subspace.safetensors", "metrics.json", "config_resolved.yaml", "run_info.json"):
         if (out_dir / name).is_file():
             artifact.add_file(str(out_dir / name))
-    logger.experiment.log_artifact(artifact)
+    run.log_artifact(artifact, aliases=artifact_aliases(meta, seed))
 
 
-def close(logger: Logger | None) -> None:
-    """End the W&B run of this job, so that the next job of a sweep in the same process starts its own."""
-    if logger is not None and hasattr(logger, "log_image"):
-        logger.experiment.finish()
+def close(run: Run | None, error: BaseException | None = None) -> None:
+    """End the W&B run (so that the next job of a sweep in the same process starts its own): exit code 0, or
+    1 with the error in the summary; the one way every app ends its run."""
+    if run is None:
+        return
+    if error is not None:
+        run.summary["error"] = f"{type(error).__name__}: {error}"
+    run.finish(exit_code=0 if error is None else 1)
+
+
+@contextmanager
+def tracked(run: Run | None) -> Iterator[Run | None]:
+    """Inside, the W&B run is alive; it ends as finished, or as failed when anything (a stage's error,
+    SIGTERM's Stopped, Ctrl-C) leaves the block."""
+    try:
+        yield run
+    except BaseException as error:
+        close(run, error)
+        raise
+    close(run)

@@ -77,20 +77,14 @@ def test_toyface_classifier_learns_the_rule(classifier):
     assert classifier.heads == ("attractive",) and set(info["rule"]) == {"smile_curvature", "eye_size", "skin_tone"}
 
 
-class RecordingLogger:
-    """Stands in for Lightning's WandbLogger: records what log_explanation() logs."""
+class RecordingRun:
+    """Stands in for a wandb Run: records what log_explanation() logs."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, dict] = {}
+        self.logged: dict = {}
 
-    def log_metrics(self, metrics: dict) -> None:
-        self.calls["log_metrics"] = {"metrics": metrics}
-
-    def log_table(self, key: str, columns: list, data: list) -> None:
-        self.calls["log_table"] = {"key": key, "columns": columns, "data": data}
-
-    def log_image(self, key: str, images: list, **kwargs) -> None:
-        self.calls["log_image"] = {"key": key, "images": images, **kwargs}
+    def log(self, data: dict) -> None:
+        self.logged.update(data)
 
 
 def flippable_faces(generator: ToyFaceGenerator, classifier: Classifier, rule: AttrRule, count: int):
@@ -125,7 +119,7 @@ def test_rule_subspaces_flip_the_classifier_and_rank_first(classifier, cache_dir
     analyzers = build_analyzers(main_config().analyzer)
     terms = {task: build_terms(OmegaConf.to_container(main_config(f"criteria={name}").criteria, resolve=True), analyzers)
              for task, name in CRITERIA_FILES.items()}
-    logger = RecordingLogger()
+    logger = RecordingRun()
     tasks = {task: OmegaConf.to_container(main_config(f"criteria={name}").criteria.task) for task, name in CRITERIA_FILES.items()}
     rows = explain(cfg.counterfactual, classifier, subspaces, generator, analyzers, terms, tasks, tmp_path, z=z)
     log_explanation(logger, rows, tmp_path)
@@ -141,8 +135,11 @@ def test_rule_subspaces_flip_the_classifier_and_rank_first(classifier, cache_dir
     for name in ("table.md", "table.csv", "samples.csv", "grid.png", "differences.png", "classifier.json"):
         assert (tmp_path / name).is_file()
     assert Image.open(tmp_path / "grid.png").size == (8 * 50, 22 + 4 * 50)  # original + 7 columns, 4 rows
-    assert set(logger.calls) == {"log_table", "log_image"}  # the scalars are logged by the caller, under its names
-    assert len(logger.calls["log_table"]["data"]) == 7 and "flip_rate" in logger.calls["log_table"]["columns"]
+    # the scalars are logged by the caller, under its names
+    assert set(logger.logged) == {"counterfactual/table", "counterfactual/per_sample", "counterfactual/grid",
+                                  "counterfactual/differences"}
+    assert len(logger.logged["counterfactual/table"].data) == 7 and "flip_rate" in logger.logged["counterfactual/table"].columns
+    assert len(logger.logged["counterfactual/per_sample"].data) == 7 * 16  # one row per subspace and sample
 
 
 def pixel_classifier(resolution: int) -> Classifier:

@@ -61,15 +61,15 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
     cfg = {"_target_": "ice_exp.tracking.wandb_logger", "_partial_": True, "mode": "auto", "init_timeout": 2}
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
-        logger = make_logger(cfg, tmp_path, "run", [], {"seed": 0})
+        run = make_logger(cfg, tmp_path, "run", [], {"seed": 0})
     assert time.monotonic() - start < 2 + 6  # the bound plus starting wandb twice on a loaded machine
-    assert logger.experiment.settings.mode == "offline"
+    assert run.settings.mode == "offline"
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    run_dir = Path(logger.experiment.dir).parent
+    run_dir = Path(run.dir).parent
     assert "logging offline" in warning and f"wandb sync {run_dir}" in warning
     assert ("AuthenticationError" if key == "short-key" else "CommError") in warning
-    logger.log_metrics({"gain": 1.5})
-    close(logger)
+    run.log({"gain": 1.5})
+    close(run)
     assert list(run_dir.glob("*.wandb")), "the offline run holds the logged data for `wandb sync`"
 
 

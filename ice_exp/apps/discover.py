@@ -8,7 +8,6 @@ with one summary line and a non-zero exit if any job failed (ice_exp.sweeps.Fail
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,9 +59,6 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("job %s failed (%s: %s); traceback in %s", hc.job.get("num"), type(error).__name__, error,
                   record_failure(cfg, out_dir, error))
-        wandb = sys.modules.get("wandb")  # imported only when the run had a W&B logger
-        if wandb is not None and wandb.run is not None:
-            wandb.finish(exit_code=1)  # the W&B run shows as failed; the next job in this process starts its own
         if isinstance(error, stop.Stopped):
             raise  # SIGTERM stops the whole sweep process, not just this job
         return None

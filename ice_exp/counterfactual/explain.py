@@ -3,7 +3,7 @@
 :func:`explain` runs the counterfactual search in every subspace on the same samples, measures each
 counterfactual, and writes the ranked table (``table.md``, ``table.csv``), the per-sample measures
 (``samples.csv``), the Fig. 4 grid (``grid.png``), the difference maps (``differences.png``) and the
-classifier's record (``classifier.json``). :func:`log_explanation` sends the table and pictures to a logger;
+classifier's record (``classifier.json``). :func:`log_explanation` sends the table, the per-sample records and the pictures to W&B;
 the callers log the scalars under their own names (a discovery run: ``counterfactual/<key>``, ice-explain:
 ``counterfactual/<subspace>/<key>``), the same in their files and in W&B.
 """
@@ -13,12 +13,11 @@ import itertools
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import Logger
 from torch import Tensor
 
 from ice_exp.analyzers import Analyzers
@@ -35,6 +34,9 @@ from ice_exp.tables import write_csv
 from ice_exp.terms import Terms
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from wandb import Run
+
 Subspaces = dict[str, tuple[Solution, dict[str, Any]]]
 
 
@@ -128,11 +130,12 @@ def scalars(row: dict[str, Any], prefix: str) -> dict[str, float]:
     return {f"{prefix}{key}": value for key, value in row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def log_explanation(logger: Logger, rows: list[dict[str, Any]], out: Path) -> None:
-    """The table (W&B table) and the grid and difference pictures; the caller logs the scalars."""
-    if hasattr(logger, "log_table"):
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        logger.log_table(key="counterfactual/table", columns=columns, data=[[r.get(c) for c in columns] for r in rows])
-    if hasattr(logger, "log_image"):
-        logger.log_image(key="counterfactual/images", images=[str(out / "grid.png"), str(out / "differences.png")],
-                         caption=["counterfactuals", "differences"])
+def log_explanation(run: Run, rows: list[dict[str, Any]], out: Path) -> None:
+    """The table (one row per subspace), the per-sample records (samples.csv) and the grid and difference
+    pictures, each under its own key; the caller logs the scalars."""
+    import wandb
+
+    run.log({"counterfactual/table": wandb.Table(dataframe=pd.DataFrame(rows)),
+             "counterfactual/per_sample": wandb.Table(dataframe=pd.read_csv(out / "samples.csv")),
+             "counterfactual/grid": wandb.Image(str(out / "grid.png")),
+             "counterfactual/differences": wandb.Image(str(out / "differences.png"))})
