@@ -18,7 +18,8 @@ class Stopped(Exception):
     """A stop signal ended the run; the run records it as its failed stage and exits non-zero."""
 
     def __init__(self, signal_name: str) -> None:
-        super().__init__(f"{signal_name} received: run stopped (finished samples stay in the Gram cache)")
+        super().__init__(f"{signal_name} received: run stopped (with engine.cache_dir set, a rerun resumes from the "
+                         "samples it finished)")
         self.signal = signal_name
 
 

@@ -63,9 +63,10 @@ def wandb_logger(save_dir: Path, name: str, run_tags: list[str], config: dict[st
     kwargs = dict(project=project, entity=entity, group=group or default_group(name), job_type=job_type,
                   tags=[*tags, *run_tags], name=" ".join([name, *swept_overrides()]), dir=str(save_dir),
                   config={**config, "overrides": overrides})
-    # quiet: no history/summary block at the end (the run prints its own summary) and no "logged in as" lookup,
-    # an unbounded server call before the run starts
-    settings = dict(quiet=True, init_timeout=float(init_timeout))
+    # quiet, silent: none of wandb's own lines (a header, a history/summary block that hides the results: the
+    # run prints its own table, and close() the one line that says where the run is) and no "logged in as"
+    # lookup, an unbounded server call before the run starts
+    settings = dict(quiet=True, silent=True, init_timeout=float(init_timeout))
     if mode == "online":
         return _online_or_offline(kwargs, settings)
     return wandb.init(mode=mode, settings=wandb.Settings(**settings), **kwargs)
@@ -184,7 +185,9 @@ def close(run: Run | None, error: BaseException | None = None) -> None:
         return
     if error is not None:
         run.summary["error"] = f"{type(error).__name__}: {error}"
+    where = f"offline run, upload with `wandb sync {Path(run.dir).parent}`" if run.offline else run.url
     run.finish(exit_code=0 if error is None else 1)
+    log.info("W&B: %s", where)
 
 
 @contextmanager

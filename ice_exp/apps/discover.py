@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,9 +21,34 @@ from omegaconf import DictConfig, OmegaConf
 from ice_exp import stop
 from ice_exp.config import CONF_DIR, check_config
 from ice_exp.records import write_json
+from ice_exp.tracking import swept_overrides
 
 log = logging.getLogger(__name__)
-SHOWN = ("gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "gt/dim_true", "eval/gain")
+# the closing table: ground truth where known, then control, leakage (eval/leak/<term>) and the flip rate
+SHOWN = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/coverage_mean",
+         "eval/num_directions", "eval/gain", "eval/leak/", "counterfactual/flip_rate")
+# library deprecations a user cannot act on, left out of the console
+UNACTIONABLE = (r".*`torch\.jit\.script` is deprecated", r".*`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def results_table(title: str, metrics: dict) -> str:
+    """The run's key results, one aligned line each, as one text (one write: a parallel sweep's jobs do not
+    interleave their lines)."""
+    keys = [k for prefix in SHOWN for k in sorted(metrics) if k == prefix or
+            (prefix.endswith("/") and k.startswith(prefix) and not k.endswith("_per_direction"))]
+    width = max(map(len, keys), default=0)
+    return "\n".join([title, *(f"  {k:<{width}}  {metrics[k]:.4g}" for k in keys)])
+
+
+def advice(metrics: dict) -> list[str]:
+    """What the user must act on: an empty subspace, or a subspace that misses the ground-truth bar."""
+    if metrics.get("solver/num_directions") == 0:
+        return ["no direction found: the subspace is empty (gain and purity are NaN); raise the suppress ratios "
+                "(criteria.suppress.<term>.ratio) so their near-null spaces meet, or lower solver.rho"]
+    if metrics.get("gt/pass") == 0:
+        found = ", ".join(f"{k} {metrics[k]:.3g}" for k in SHOWN[1:6] if k in metrics)
+        return [f"the subspace misses the ground-truth bar ({found}; bars: docs/toyface.md)"]
+    return []
 
 
 def record_failure(cfg: DictConfig, out_dir: Path, error: BaseException) -> Path:
@@ -49,6 +75,8 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     stop.install()
+    for message in UNACTIONABLE:
+        warnings.filterwarnings("ignore", message=message)
     try:
         check_config(cfg)
         from ice_exp.discovery import run  # torch and Lightning: only after the config passed its checks
@@ -62,9 +90,12 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(error, stop.Stopped):
             raise  # SIGTERM stops the whole sweep process, not just this job
         return None
-    for key in SHOWN:
-        if key in metrics:
-            log.info("%s = %s", key, metrics[key])
+    if not metrics:  # a DDP rank above 0
+        return None
+    job = f" (job {hc.job.num})" if hc.mode == RunMode.MULTIRUN else ""
+    log.info("%s", results_table(f"results of {' '.join([cfg.name, *swept_overrides()])}{job}:", metrics))
+    for warning in advice(metrics):
+        log.warning("%s%s", warning, job)
     return metrics.get("gt/principal_angle_max_deg")
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ice_exp.analyzers import Analyzers
 from ice_exp.counterfactual.classifiers import Classifier
@@ -89,21 +90,23 @@ def explain(cf: DictConfig, classifier: Classifier, subspaces: Subspaces, genera
     batch, grid = cf.batch_size or len(z), min(cf.grid_samples, len(z))
 
     rows, records, shown = [], [], {}
-    for name in names:
-        solution, meta = subspaces[name]
-        space, terms, summary = check_space(meta["space"]), terms_by_name.get(name), SubspaceSummary()
-        for start, chunk in zip(range(0, len(z), batch), z.split(batch)):
-            result = counterfactual_search(generator, classifier, generator.encode(chunk, space).detach(), space,
-                                           solution.directions, settings)
-            measures = measure(result, terms, region_mask(tasks.get(name), analyzers.parser, result.frame_before))
-            summary.update(measures)
-            records += [{"subspace": name, "sample": start + i, **{k: float(v[i]) for k, v in measures.items()}}
-                        for i in range(len(chunk))]
-            if start < grid:
-                part = Shown.of(result, grid - start)
-                shown[name] = shown[name].extended(part) if name in shown else part
-        rows.append({"subspace": name, "space": space, "dim": solution.directions.shape[1], **summary.compute()})
-        log.info("counterfactual %s: flip rate %.2f over %d eligible samples", name, rows[-1]["flip_rate"], rows[-1]["eligible"])
+    steps = len(names) * -(-len(z) // batch) * settings.iterations
+    with tqdm(total=steps, desc="counterfactual search", unit="step", disable=None, leave=False) as bar:  # off without a terminal
+        for name in names:
+            solution, meta = subspaces[name]
+            space, terms, summary = check_space(meta["space"]), terms_by_name.get(name), SubspaceSummary()
+            for start, chunk in zip(range(0, len(z), batch), z.split(batch)):
+                result = counterfactual_search(generator, classifier, generator.encode(chunk, space).detach(), space,
+                                               solution.directions, settings, bar.update)
+                measures = measure(result, terms, region_mask(tasks.get(name), analyzers.parser, result.frame_before))
+                summary.update(measures)
+                records += [{"subspace": name, "sample": start + i, **{k: float(v[i]) for k, v in measures.items()}}
+                            for i in range(len(chunk))]
+                if start < grid:
+                    part = Shown.of(result, grid - start)
+                    shown[name] = shown[name].extended(part) if name in shown else part
+            rows.append({"subspace": name, "space": space, "dim": solution.directions.shape[1], **summary.compute()})
+            log.info("counterfactual %s: flip rate %.2f over %d eligible samples", name, rows[-1]["flip_rate"], rows[-1]["eligible"])
     rows = rank(rows)
     if out_dir is not None:
         write_outputs(Path(out_dir), rows, records, shown, classifier, cf, len(z))

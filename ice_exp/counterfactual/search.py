@@ -9,6 +9,7 @@ samples are searched in one batch; the edit is B λ by construction, so it never
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -80,8 +81,9 @@ def _targets(logits: Tensor, target_class: int | str) -> Tensor:
 
 
 def counterfactual_search(generator: Generator, classifier: Classifier, u: Tensor, space: str, directions: Tensor,
-                          cfg: SearchConfig) -> SearchResult:
-    """Search λ [B, K] for the latent points ``u`` [B, D] of ``space`` along ``directions`` [D, K]."""
+                          cfg: SearchConfig, on_step: Callable[[], object] = lambda: None) -> SearchResult:
+    """Search λ [B, K] for the latent points ``u`` [B, D] of ``space`` along ``directions`` [D, K];
+    ``on_step`` is called after every iteration (a progress bar)."""
     head, basis = classifier.target_index, directions.to(u)
     with torch.no_grad():
         frame_before = generator.decode(u, space)
@@ -119,6 +121,7 @@ def counterfactual_search(generator: Generator, classifier: Classifier, u: Tenso
             if cfg.norm_bound is not None:
                 lam.mul_((cfg.norm_bound / (lam @ basis.T).norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1))
         steps += 1
+        on_step()
 
     with torch.no_grad():
         delta = lam.detach() @ basis.T

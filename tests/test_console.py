@@ -1,0 +1,38 @@
+"""The console of a run: its own closing table and the warnings a user must act on, nothing from wandb's or
+Lightning's chatter, nor library deprecations."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+from ice_exp.apps.discover import advice, results_table
+from tests.test_config_errors import REPO, TINY
+
+
+def test_a_run_prints_its_results_table_and_no_library_chatter(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(REPO),
+           **{var: str(tmp_path / var.lower()) for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")}}
+    done = subprocess.run([sys.executable, "-m", "ice_exp", *TINY, "samples.eval_num=2", "counterfactual.enabled=false",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    table = console[console.index("results of mouth_shape:"):].splitlines()
+    assert [line.split()[0] for line in table[1:4]] == ["gt/pass", "gt/dim_found", "gt/dim_true"]
+    assert any(line.split()[0] == "eval/leak/outside_mouth" for line in table[1:])
+    assert f"upload with `wandb sync {tmp_path / 'run' / 'wandb'}/offline-run-" in console
+    for chatter in ("wandb:", "GPU available", "TPU available", "Tip:", "LeafSpec", "torch.jit.script", "warnings.warn("):
+        assert chatter not in console, chatter
+
+
+def test_the_user_is_warned_of_an_empty_subspace_and_of_a_missed_ground_truth_bar():
+    empty = {"solver/num_directions": 0, "gt/pass": 0, "gt/purity_mean": math.nan}
+    (warning,) = advice(empty)
+    assert "no direction found" in warning and "criteria.suppress.<term>.ratio" in warning
+    missed = {"solver/num_directions": 2, "gt/pass": 0, "gt/dim_found": 2, "gt/dim_true": 3, "gt/purity_mean": 0.97}
+    (warning,) = advice(missed)
+    assert "misses the ground-truth bar" in warning and "gt/dim_found 2, gt/dim_true 3" in warning
+    assert advice({**missed, "gt/pass": 1}) == [] and advice({"solver/num_directions": 3}) == []  # no truth known
+    assert results_table("t", {"eval/gain": 2.0, "eval/gain_per_direction": [1.0], "gt/pass": 1}).splitlines() == [
+        "t", "  gt/pass    1", "  eval/gain  2"]
