@@ -328,6 +328,27 @@ def test_report_rate_of_a_0_1_metric_and_nan_left_out(tmp_path, capsys):
     assert cell["n"] == "3" and float(cell["gt/purity_mean mean"]) == pytest.approx(0.65)
 
 
+def test_report_sweep_order_headers_single_runs_empty_subspaces_and_where_it_wrote(tmp_path, capsys):
+    """Rows and columns in job order (10 after 2, not alphabetical), numeric column values with their key,
+    one run's value without a std, no angle for an empty subspace, the default metrics that exist, and the
+    files it wrote named on stderr; a run folder given directly keeps its name in runs.csv."""
+    full = {"gt/pass": 1, "gt/dim_found": 3, "gt/principal_angle_max_deg": 2.0, "counterfactual/flip_rate": 0.5}
+    for i, (criteria, seed) in enumerate([("lip_color", 2), ("eye_shape", 10)] + [("lip_color", s) for s in range(3, 12)]):
+        metrics = {**full, "gt/dim_found": 0, "gt/principal_angle_max_deg": 90.0} if i == 1 else full
+        make_run(tmp_path / "sweep" / f"{i}_job", criteria, "EarlyProjection", seed, metrics)
+    assert report([str(tmp_path / "sweep"), "--cols", "seed", "--format", "md,csv"]) == 0
+    out, err = capsys.readouterr()
+    angle = table_rows(out.split("## gt/principal_angle_max_deg")[1].split("##")[0])
+    assert angle[0] == ["criteria.name", "seed=2", "seed=10", *(f"seed={s}" for s in (3, 4, 5, 6, 7, 8, 9, 11))]
+    assert [row[0] for row in angle[1:]] == ["lip_color", "eye_shape"] and angle[2][2] == "–"  # empty: no angle
+    assert "## gt/pass" in out and "## counterfactual/flip_rate" in out and "## eval/gain" not in out
+    cell = {(r["criteria.name"], r["seed"]): r for r in read_csv(tmp_path / "sweep" / "report.csv")}[("lip_color", "2")]
+    assert float(cell["gt/pass mean"]) == 1 and cell["gt/pass std"] == ""  # one run: no spread to report
+    assert f"ice-report: wrote report.md, report.csv, runs.csv, failures.csv to {tmp_path / 'sweep'}" in err
+    assert report([str(tmp_path / "sweep" / "0_job"), "--format", "csv"]) == 0
+    assert [r["run"] for r in read_csv(tmp_path / "sweep" / "0_job" / "runs.csv")] == ["0_job"]
+
+
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):
     out = hand_made / "by_solver"
     assert report([str(hand_made), "--rows", "solver,space", "--cols", "none", "--metrics", "gt/dim_found,eval/gain",

@@ -7,10 +7,12 @@ with a metrics.json count as completed), ``failed`` with a ``failure.json`` (wri
 every other status is counted and listed as failed, with its status.
 Each config is flattened to dotted keys (``criteria.name``, ``space``, ``seed``, ``samples.seed``, ...);
 ``<node>._target_`` values are shortened to the class name, which is also the value of ``<node>`` (``solver``,
-``generator``). Rows and columns group the finished runs by the chosen keys; every cell summarises its runs,
+``generator``). Rows and columns group the finished runs by the chosen keys, in sweep order (job number; a
+numeric column value is headed ``<key>=<value>``); every cell summarises its runs,
 i.e. whatever else varies (seeds, worlds; the header names those keys): ``--stat mean`` gives mean ± sample
-std (n - 1), ``--stat median`` gives median [min, max], so a sweep over worlds shows its worst case too,
-and k/n for a 0/1 metric (``gt/pass``: the pass rate).
+std (n - 1; one run shows its value alone), ``--stat median`` gives median [min, max], so a sweep over worlds
+shows its worst case too, and k/n for a 0/1 metric (``gt/pass``: the pass rate). An empty subspace has no
+angle (``–``).
 
   ice-report outputs/multirun/2026-11-27_12-00-00 --rows criteria.name --cols solver
   ice-report outputs/multirun/* --rows criteria.name,space --cols none --metrics gt/purity_mean,eval/gain
@@ -18,7 +20,8 @@ and k/n for a 0/1 metric (``gt/pass``: the pass rate).
 
 Writes report.md (also printed), report.csv (one line per cell: n, mean and std of every metric), runs.csv
 (one line per run: the keys that vary and the metrics), failures.csv and report.tex (booktabs) to --out
-(default: the first folder). With --cols none the columns are the metrics; otherwise one table per metric.
+(default: the first folder), and says so on stderr. With --cols none the columns are the metrics; otherwise one
+table per metric.
 """
 from __future__ import annotations
 
@@ -37,8 +40,10 @@ import yaml
 from ice_exp.records import read_status
 from ice_exp.tables import MISSING, latex, markdown, text, write_csv
 
-DEFAULT_METRICS = ["gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain", "time/discovery_s"]
-FORMATS = ("md", "csv", "tex")
+DEFAULT_METRICS = ["gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain",
+                   "counterfactual/flip_rate", "time/discovery_s"]  # those no run has are left out, silently
+FILES = {"md": ["report.md"], "csv": ["report.csv", "runs.csv", "failures.csv"], "tex": ["report.tex"]}  # per --format
+FORMATS = tuple(FILES)
 Key = tuple[str, ...]
 
 
@@ -66,8 +71,11 @@ def load_run(path: Path) -> dict[str, Any] | None:
     if config_file is None:
         return None
     record = read_status(path)
+    metrics = record.metrics
+    if metrics and metrics.get("gt/dim_found") == 0:  # an empty subspace has no angle (metrics.json records 90°)
+        metrics = {**metrics, "gt/principal_angle_max_deg": math.nan}
     return {"path": path, "config": flatten(yaml.safe_load(config_file.read_text()) or {}), "status": record.status,
-            "metrics": record.metrics, "failure": record.failure}
+            "metrics": metrics, "failure": record.failure}
 
 
 def find_runs(folders: list[Path]) -> list[dict[str, Any]]:
@@ -80,20 +88,22 @@ def find_runs(folders: list[Path]) -> list[dict[str, Any]]:
                     runs.append(run)
                     dirs.clear()  # nothing below a run folder is another run
                     continue
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "wandb")
+            dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d != "wandb"), key=_job_order)
     return runs
 
 
-def _order(value: Any) -> tuple[int, Any]:
+def _job_order(folder: str) -> tuple[int, str]:
+    """A sweep's job folders (``<job number>_<name>``) in job order, 2 before 10; other folders by name after."""
+    number = folder.split("_", 1)[0]
+    return (int(number), folder) if number.isdigit() else (sys.maxsize, folder)
+
+
+def _numeric(value: str) -> bool:
     try:
-        return (0, float(value)) if not isinstance(value, bool) else (1, str(value))
-    except (TypeError, ValueError):
-        return (1, str(value))
-
-
-def _sorted(values: Any) -> list[Any]:
-    """Numbers numerically, then the rest as text (cell keys: one value, or a tuple of row values)."""
-    return sorted(values, key=lambda v: [_order(x) for x in v] if isinstance(v, tuple) else _order(v))
+        float(value)
+        return True
+    except ValueError:
+        return False
 
 
 def _number(value: Any) -> float:
@@ -109,7 +119,7 @@ CSV_STATS = ("mean", "std", "median", "min", "max")  # report.csv has them all
 
 def summarise(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """One row per cell, indexed by the values of ``keys`` ('-' where a run lacks the key): ``n`` (finished
-    runs), ``failed``, and per metric ``<metric> <stat>`` for CSV_STATS (std with n - 1, 0 for one value),
+    runs), ``failed``, and per metric ``<metric> <stat>`` for CSV_STATS (std with n - 1, empty for one value),
     ``<metric> values`` (how many) and ``<metric> ones`` (how many 1s of a 0/1 metric, else NaN), over the
     metric's finite values; and the config keys that vary inside a cell (what the statistics are taken over)."""
     cell = [pd.Series([str(r["config"].get(k, "-")) for r in runs], name=k) for k in keys]
@@ -118,15 +128,14 @@ def summarise(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -
     grouped = values.groupby(cell)
     stats = grouped.agg([*CSV_STATS, "count"])
     stats.columns = [f"{m} {'values' if s == 'count' else s}" for m, s in stats.columns]
-    for m in metrics:  # pandas' std of one value is NaN; the table shows it as ± 0
-        stats.loc[stats[f"{m} values"] == 1, f"{m} std"] = 0.0
     ones = grouped.agg(lambda s: s.sum() if s.dropna().isin([0.0, 1.0]).all() else math.nan).add_suffix(" ones")
     counts = finished.groupby(cell).agg(n="sum", runs="size")
     cells = pd.concat([counts["n"], (counts["runs"] - counts["n"]).rename("failed"), stats, ones], axis=1)
     configs = pd.DataFrame([{k: json.dumps(v, default=str) for k, v in r["config"].items()} for r in runs])
     spread = configs[finished].groupby([c[finished] for c in cell]).nunique(dropna=False)
     cells.index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in cells.index], names=keys)
-    return cells.loc[_sorted(cells.index)], sorted(spread.columns[(spread > 1).any()])
+    in_sweep_order = list(dict.fromkeys(tuple(str(r["config"].get(k, "-")) for k in keys) for r in runs))
+    return cells.loc[in_sweep_order], sorted(spread.columns[(spread > 1).any()])
 
 
 def cell_text(cell: dict[str, Any] | None, metric: str, stat: str) -> str:
@@ -158,9 +167,10 @@ def metric_tables(cells: pd.DataFrame, rows: list[str], col: str | None, metrics
     if not col:
         return [(None, pd.DataFrame([[*key, *(cell_text(found[key], m, stat) for m in metrics)] for key in row_keys],
                                     columns=rows + metrics))]
-    columns = _sorted({key[-1] for key in found})
+    columns = list(dict.fromkeys(key[-1] for key in found))  # in sweep order, as the rows
+    header = [f"{col}={c}" if _numeric(c) else c for c in columns]  # "seed=0", not a bare "0"
     return [(m, pd.DataFrame([[*key, *(cell_text(found.get((*key, c)), m, stat) for c in columns)] for key in row_keys],
-                             columns=rows + columns)) for m in metrics]
+                             columns=rows + header)) for m in metrics]
 
 
 def header_line(runs: list[dict[str, Any]], cells: pd.DataFrame, over: list[str], rows: list[str], col: str | None,
@@ -202,8 +212,9 @@ def to_latex(header: str, tables_: list[tuple[str | None, pd.DataFrame]], rows: 
 
 
 def _rel(path: Path, base: Path) -> str:
+    """The run's folder below ``base``; its own name when it is ``base`` (a run folder given directly)."""
     try:
-        return str(path.resolve().relative_to(base.resolve()))
+        return str(path.resolve().relative_to(base.resolve())) if path.resolve() != base.resolve() else path.resolve().name
     except ValueError:
         return str(path)
 
@@ -230,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", type=Path, help="sweep folders (outputs/multirun/<time>) or run folders")
     p.add_argument("--rows", default="criteria.name", help="comma-separated config keys of the rows (default: criteria.name)")
     p.add_argument("--cols", default="solver", help="config key of the columns, or 'none' for metrics as columns (default: solver)")
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric keys of metrics.json")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help=f"comma-separated metric keys of metrics.json (default: {','.join(DEFAULT_METRICS)}, those the runs have)")
     p.add_argument("--out", type=Path, default=None, help="folder for the report files (default: the first folder)")
     p.add_argument("--format", default=",".join(FORMATS), help="comma-separated subset of md,csv,tex")
     p.add_argument("--stat", default="mean", choices=SHOWN, help="cells: mean ± std (default) or median [min, max]")
@@ -255,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         varying = sorted(k for k in known if len({json.dumps(r["config"].get(k), default=str) for r in runs}) > 1)
         p.error(f"no run has the key(s) {', '.join(unknown)}; keys that vary across these runs: {', '.join(varying) or 'none'}")
-    for m in metrics:
-        if not any(m in (r["metrics"] or {}) for r in runs):
+    absent = [m for m in metrics if not any(m in (r["metrics"] or {}) for r in runs)]
+    if args.metrics == p.get_default("metrics"):  # the defaults a sweep did not record (no truth, no explanation)
+        metrics = [m for m in metrics if m not in absent]
+    else:
+        for m in absent:
             print(f"ice-report: warning: no run has the metric {m!r}", file=sys.stderr)
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
@@ -272,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if "tex" in formats:
         (out / "report.tex").write_text(to_latex(header, shown, rows, over, args.stat))
     print(report)
+    written = [name for fmt, names in FILES.items() if fmt in formats for name in names]
+    print(f"ice-report: wrote {', '.join(written)} to {out}", file=sys.stderr)
     return 0
 
 
