@@ -34,7 +34,7 @@ from ice_exp.face_parts import landmark_group
 from ice_exp.generators.base import Generator
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
 from ice_exp.records import write_json
-from ice_exp.solvers.base import Problem, Solution
+from ice_exp.solvers.base import Problem, Solution, views_of
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.tables import markdown, write_csv
 from ice_exp.terms import Terms
@@ -115,7 +115,8 @@ def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] |
     generator, terms, space, z_eval = task.generator, task.terms, task.space, task.z_eval
 
     started = time.perf_counter()
-    grams = accumulate(task.grams, task.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
+    grams = accumulate(task.grams, task.z_train, OmegaConf.to_container(cfg.trainer, resolve=True),
+                       views_of(list(solvers.values()), task.terms, task.generator, task.space))
     if grams is None:  # a DDP rank above 0: rank 0 compares
         return []
     problem = Problem.of(grams, terms, generator, space)

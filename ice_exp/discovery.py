@@ -24,7 +24,7 @@ from ice_exp.evaluation import score
 from ice_exp.linalg import principal_angles
 from ice_exp.outputs import claim, save_subspace, versions
 from ice_exp.records import COMPLETED, RunStatus, write_json
-from ice_exp.solvers.base import Problem, Solution
+from ice_exp.solvers.base import Problem, Solution, views_of
 from ice_exp.tracking import log_run, tracked
 from ice_exp.viz import direction_grid, spectrum_plot
 
@@ -49,7 +49,8 @@ def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: Ru
     """The stages after the build, each recording its failure in ``status``."""
     started = time.perf_counter()
     with status.stage("accumulate"):
-        grams = (accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True))
+        grams = (accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True),
+                            views_of([built.solver], built.terms, built.generator, built.space))
                  if built.solver.needs_grams else {})  # SeFa, GANSpace: no Grams to accumulate
     if grams is None or not is_rank_zero():  # a DDP rank above 0: rank 0 does the rest
         return {}

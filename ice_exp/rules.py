@@ -67,7 +67,7 @@ SOLVER: dict[str, Rule] = {
     "rho": real(0, 1), "null_ratio": real(0, 1, optional=True), "intersection_tol": real(0, open_low=True),
     "max_directions": integer(1, optional=True), "tau": real(0),
     "lam": real(0, open_low=True), "num_relax": integer(0), "min_removed": integer(0), "num_samples": integer(1),
-    "batch": integer(1),
+    "batch": integer(1), "vote": real(0, 1, open_low=True),
 }
 CURVATURE = real(0)  # generator.curvature of toyface: the nonlinear part's spread relative to the linear part's
 RUN: dict[str, Rule] = {

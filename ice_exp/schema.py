@@ -169,6 +169,14 @@ class IceSolver(Solver):
 
 
 @dataclass
+class ConsensusSolver(Solver):
+    rho: float = 1e-4
+    null_space: NullSpace = NullSpace.intersection
+    intersection_tol: float = 1e-2
+    vote: float = 0.5
+
+
+@dataclass
 class LowRankGAN(Solver):
     rpca: bool = True
     lam: float = 1 / 60
@@ -205,7 +213,9 @@ def register() -> None:
     """Put the schema in Hydra's ConfigStore (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    for name, node in {"ice": IceSolver, "lowrankgan": LowRankGAN, "resefa": ReSeFa, "sefa": SeFa, "ganspace": GANSpace}.items():
+    solvers = {"ice": IceSolver, "consensus": ConsensusSolver, "lowrankgan": LowRankGAN, "resefa": ReSeFa, "sefa": SeFa,
+               "ganspace": GANSpace}
+    for name, node in solvers.items():
         store.store(group="solver", name=f"{name}_schema", node=node)
     store.store(group="logger", name="wandb_schema", node=WandbLogger)
 

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from ice_exp.generators.base import Generator
 
+VIEW = "view:"  # prefix of an accumulated local view among the accumulated Grams
+
 
 @dataclass
 class SuppressTerm:
@@ -26,13 +28,16 @@ class Problem:
     suppress: list[SuppressTerm] = field(default_factory=list)
     generator: Generator | None = None
     space: str | None = None  # the space the directions must live in (dim D)
+    views: dict[str, Tensor] = field(default_factory=dict)  # {Solver.view_key: mean over samples of local_view}
 
     @staticmethod
     def of(grams: dict[str, Tensor], terms: Any, generator: Generator | None = None, space: str | None = None) -> "Problem":
-        """The problem of accumulated Grams {term name: M} for ``terms`` (ice_exp.terms.Terms)."""
+        """The problem of accumulated Grams {term name: M} (and {VIEW + view key: mean local view}) for
+        ``terms`` (ice_exp.terms.Terms)."""
         return Problem(activate=grams[terms.activate.name],
                        suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in terms.suppress],
-                       generator=generator, space=space)
+                       generator=generator, space=space,
+                       views={k.removeprefix(VIEW): v for k, v in grams.items() if k.startswith(VIEW)})
 
     def background(self) -> Tensor:
         """The peers' single background Gram M_b = Σ_j M_j / λ_max(M_j) over the suppress terms (zero without
@@ -64,6 +69,20 @@ class Solver:
     """Subclasses implement ``__call__(problem) -> Solution`` and say in their docstring what they need."""
 
     needs_grams: bool = True  # False: it reads only the generator (SeFa, GANSpace), and a run skips the accumulation
+    view_key: str | None = None  # set by solvers that also need the mean over samples of local_view (Problem.views)
 
     def __call__(self, problem: Problem) -> Solution:
         raise NotImplementedError
+
+    def local_view(self, problem: Problem) -> Tensor:
+        """[D, D]: what this solver reads of one sample's Grams, averaged over the samples by the accumulation."""
+        raise NotImplementedError
+
+
+def views_of(solvers: list[Solver], terms: Any, generator: Generator | None, space: str | None) -> dict[str, Any]:
+    """{VIEW + view key: one sample's Grams -> that solver's local view} for the solvers that have one, for
+    :func:`ice_exp.engine.accumulate.accumulate` (solvers with the same view share it)."""
+    def view(solver: Solver) -> Any:
+        return lambda grams: solver.local_view(Problem.of(grams, terms, generator, space))
+
+    return {VIEW + s.view_key: view(s) for s in solvers if s.view_key is not None}
