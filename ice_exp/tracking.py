@@ -77,18 +77,22 @@ def _multirun() -> bool:
 
 
 def swept_overrides() -> list[str]:
-    """This job's overrides of the keys its sweep varies (``solver=sefa``, ``seed=1``), the ones given a
-    list or range in the sweep's command line (its ``multirun.yaml``); [] outside a multirun."""
+    """This job's overrides of the keys its sweep varies (``solver=sefa``, ``seed=1``); [] outside a multirun."""
     if not _multirun():
         return []
     hc = HydraConfig.get()
-    sweep_file, parser = Path(hc.sweep.dir) / "multirun.yaml", OverridesParser.create()
-    if not sweep_file.is_file():  # a launcher that wrote none: every override of the job
-        return list(hc.overrides.task)
-    swept = {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(sweep_file).hydra.overrides.task))
-             if o.is_sweep_override()}
-    job = list(hc.overrides.task)
-    return [text for text, o in zip(job, parser.parse_overrides(job)) if o.key_or_group in swept]
+    return swept(list(hc.overrides.task), Path(hc.sweep.dir))
+
+
+def swept(job_overrides: list[str], sweep_dir: Path) -> list[str]:
+    """Those of a job's overrides whose key its sweep gives a list or range on the command line (the
+    sweep's ``multirun.yaml``); all of them where the launcher wrote none."""
+    sweep_file, parser = sweep_dir / "multirun.yaml", OverridesParser.create()
+    if not sweep_file.is_file():
+        return job_overrides
+    keys = {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(sweep_file).hydra.overrides.task))
+            if o.is_sweep_override()}
+    return [text for text, o in zip(job_overrides, parser.parse_overrides(job_overrides)) if o.key_or_group in keys]
 
 
 def default_group(name: str) -> str:

@@ -21,13 +21,14 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
 from ice_exp.apps.discover import main as cli_main
 from ice_exp.apps.report import flatten
 from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
-from ice_exp.sweeps import sweep_outcome
+from ice_exp.sweeps import FailureSummary, sweep_label, sweep_outcome
 from ice_exp.tables import latex_escape
 from ice_exp.tracking import artifact_name, close, default_group, make_logger, swept_overrides
 from tests.conftest import table_rows
@@ -110,7 +111,7 @@ def assert_failures_listed(out: Path, failed: list[Path], markdown: str) -> None
 # ---------------------------------------------------------------- launcher configs
 
 @pytest.mark.parametrize("launcher, target, keys", [
-    ("slurm", "SlurmLauncher", {"partition": None, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60,
+    ("slurm", "SlurmLauncher", {"partition": None, "gpus_per_node": None, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60,
                                 "array_parallelism": 16}),
     ("local_parallel", "JoblibLauncher", {"n_jobs": 2}),
     ("joblib", "JoblibLauncher", {}),
@@ -347,6 +348,33 @@ def test_report_sweep_order_headers_single_runs_empty_subspaces_and_where_it_wro
     assert f"ice-report: wrote report.md, report.csv, runs.csv, failures.csv to {tmp_path / 'sweep'}" in err
     assert report([str(tmp_path / "sweep" / "0_job"), "--format", "csv"]) == 0
     assert [r["run"] for r in read_csv(tmp_path / "sweep" / "0_job" / "runs.csv")] == ["0_job"]
+
+
+def test_sweep_end_prints_the_headline_table_in_job_order_and_points_to_ice_report(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    for job, seed in [(0, 0), (10, 2), (2, 1)]:
+        make_run(root / f"{job}_eye_shape", "eye_shape", "EarlyProjection", seed, {"gt/pass": 1, "eval/gain": 10.0 + seed})
+        (root / f"{job}_eye_shape" / ".hydra").mkdir()
+        (root / f"{job}_eye_shape" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["space=s", f"seed={seed}"]))
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["space=s", "seed=0,1,2"]}}}))
+    FailureSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(root)}}}))
+    err = capsys.readouterr().err
+    assert table_rows(err) == [["job", "status", "gt/pass", "eval/gain"], ["0_eye_shape seed=0", "completed", "1", "10"],
+                               ["2_eye_shape seed=1", "completed", "1", "11"], ["10_eye_shape seed=2", "completed", "1", "12"]]
+    assert err.splitlines()[-1] == f"sweep {root}: 3 jobs, 3 finished, 0 failed or unfinished (table: ice-report {root})"
+
+
+def test_slurm_launcher_requests_gpus_only_for_a_gpu_trainer_and_names_the_sweep():
+    def launcher(trainer: str) -> dict:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=["hydra/launcher=slurm", f"trainer={trainer}"], return_hydra_config=True)
+        return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+
+    assert launcher("cpu")["gpus_per_node"] is None and launcher("gpu")["gpus_per_node"] == 1
+    with pytest.raises(InterpolationResolutionError, match="trainer.devices=-1"):  # ddp: every GPU, unknown count
+        launcher("ddp")
+    assert sweep_label(["samples.indices=[0,1]", "criteria=eye_shape,lip_color", "seed=range(3)"]) == \
+        "ice-exp criteria=eye_shape,lip_color seed=range(3)"
 
 
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import ice_exp.sweeps  # noqa: F401 - registers the resolvers of the launcher configs (conf/hydra/launcher)
 from ice_exp import stop
 from ice_exp.config import CONF_DIR, check_config
 from ice_exp.records import write_json

@@ -38,6 +38,7 @@ import pandas as pd
 import yaml
 
 from ice_exp.records import read_status
+from ice_exp.sweeps import job_order
 from ice_exp.tables import MISSING, latex, markdown, text, write_csv
 
 DEFAULT_METRICS = ["gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain",
@@ -88,14 +89,8 @@ def find_runs(folders: list[Path]) -> list[dict[str, Any]]:
                     runs.append(run)
                     dirs.clear()  # nothing below a run folder is another run
                     continue
-            dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d != "wandb"), key=_job_order)
+            dirs[:] = sorted((d for d in dirs if not d.startswith(".") and d != "wandb"), key=job_order)
     return runs
-
-
-def _job_order(folder: str) -> tuple[int, str]:
-    """A sweep's job folders (``<job number>_<name>``) in job order, 2 before 10; other folders by name after."""
-    number = folder.split("_", 1)[0]
-    return (int(number), folder) if number.isdigit() else (sys.maxsize, folder)
 
 
 def _numeric(value: str) -> bool:
