@@ -170,6 +170,34 @@ def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path):
     assert set(artifact.aliases) == {"latest", f"config-{meta['config_hash']}", "seed-1"}
     assert {e.path for e in artifact.manifest.contents} >= {"subspace.safetensors", "metrics.json", "config_resolved.yaml"}
     assert got["exit_code"] == 0
+    assert_workspace_keys_exist(got, media)
+
+
+def workspace_keys(node: Any) -> Iterator[str]:
+    """Every ``summary.*``, ``config.*`` and ``history.*`` key named in docs/wandb_workspace.yaml."""
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        for value in node:
+            yield from workspace_keys(value)
+    elif isinstance(node, str) and node.split(".", 1)[0] in ("summary", "config", "history"):
+        yield node
+
+
+def assert_workspace_keys_exist(got: dict[str, Any], media: dict[str, Any]) -> None:
+    """The documented workspace charts keys the run has: its summary, its (nested) config, its history."""
+    spec = yaml.safe_load((Path(CONF_DIR).parent / "docs" / "wandb_workspace.yaml").read_text())
+    history = {key for row in got["history"] for key in row} | set(media)
+    keys = list(workspace_keys(spec))
+    assert len(keys) > 20
+    for key in keys:
+        where, name = key.split(".", 1)
+        if where == "config":
+            node = got["config"]
+            for part in name.split("."):
+                node = node[part]
+        else:
+            assert name in (got["summary"] if where == "summary" else history), key
 
 
 def test_a_stopped_run_shows_in_wandb_as_failed(sweep_job, tmp_path, monkeypatch):
