@@ -10,7 +10,7 @@ from ice_exp.discovery import run
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import SampleGrams
 from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.linalg import principal_angles
+from ice_exp.linalg import orthonormal, principal_angles
 from ice_exp.solvers.base import VIEW, Problem, SuppressTerm, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
@@ -39,6 +39,17 @@ def test_the_majority_keeps_what_most_local_solutions_share():
     found = solver(problem)
     assert found.directions.shape[1] == 2 and float(principal_angles(found.directions, torch.eye(4)[:, :2]).max()) < 25
     assert torch.equal(found.sigma, found.sigma.sort(descending=True).values)  # ranked by activate gain
+
+
+def test_where_the_faces_agree_the_summed_solution_is_returned_exactly():
+    """The summed ICE problem returns e0, e1; the local solutions (tilted by a few degrees) agree on two
+    directions: the answer is the summed one, untilted."""
+    local = [torch.cat([line(1, 0.05, 0, 0.05), line(-0.05, 1, 0.05, 0)], 1), torch.eye(4, dtype=torch.float64)[:, :2]]
+    solver = Consensus()
+    problem = Problem(activate=torch.diag(torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=torch.float64)),
+                      views={solver.view_key: sum(orthonormal(q) @ orthonormal(q).T for q in local) / 2})
+    found = solver(problem)
+    assert found.directions.shape[1] == 2 and float(principal_angles(found.directions, torch.eye(4)[:, :2]).max()) < 1e-6
 
 
 def test_without_its_views_it_says_what_it_needs():

@@ -9,6 +9,11 @@ mean projector has an eigenvalue above 1/2 along it: those eigenvectors are the 
 majority, not a tuned ratio: a true direction, tilted by θ between faces, scores about cos²θ (≥ 0.8 at 25°);
 a direction that only some faces' solutions hold (a factor that is flat at those faces, one face's own
 local truth) scores about the share of those faces. The number of directions follows from the data.
+
+Where the faces agree (a linear world, or samples too close to see the curve), the summed problem is
+exact and a single face's solution is not (a factor flat at that face goes unsuppressed there and tilts
+its directions by a few degrees): when ICE on the summed Grams returns exactly as many directions as the
+majority holds, its solution is returned; otherwise (one local truth per face) the majority's.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ from ice_exp.solvers.ice import EarlyProjection
 class Consensus(Solver):
     """Directions in the majority (mean projector eigenvalue > ``vote``) of the per-face ICE solutions
     (early projection with ``rho``, ``null_space``, ``intersection_tol``, each suppress term's own ratio),
-    ranked by their activate gain on the summed Gram (σ = vᵀM_act v). Needs the Grams and the view
-    accumulated with them (``Problem.views[view_key]``)."""
+    ranked by their activate gain on the summed Gram (σ = vᵀM_act v); or the same ICE on the summed Grams
+    when it returns as many directions. Needs the Grams and the view accumulated with them
+    (``Problem.views[view_key]``)."""
 
     def __init__(self, rho: float = 1e-4, null_space: str = "intersection", intersection_tol: float = 1e-2,
                  vote: float = 0.5, max_directions: int | None = None) -> None:
@@ -46,5 +52,8 @@ class Consensus(Solver):
                              "(ice_exp.engine.accumulate.accumulate(..., views=[solver]))")
         share, vectors = torch.linalg.eigh(problem.views[self.view_key].double())
         kept = vectors[:, share > self.vote]
+        summed = self.local(problem)
+        if summed.directions.shape[1] == kept.shape[1]:  # the faces agree: the summed problem is exact
+            return ranked(summed.sigma, summed.directions, self.max_directions)
         act = problem.activate.double()
         return ranked(((act @ kept) * kept).sum(0), kept, self.max_directions)
