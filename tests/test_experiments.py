@@ -27,6 +27,27 @@ def test_toyface_experiment_meets_ground_truth_bars(task, tmp_path):
     assert (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "directions.png").is_file()
 
 
+def test_the_tiers_sweep_three_columns_and_the_consensus_column_is_the_recommended_recipe_on_16_faces():
+    """`ice-exp -cn tiers -m generator.curvature=...`: seed, recommended and consensus columns; a consensus
+    experiment differs from the recommended one in its solver and samples only."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ice_exp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        tiers = compose("tiers", overrides=["generator.curvature=0.3"], return_hydra_config=True)
+        consensus = {t: compose("config", overrides=[f"experiment=toyface/consensus/{t}"]) for t in TOYFACE_TASKS}
+        recommended = {t: compose("config", overrides=[f"experiment=toyface/{t}"]) for t in TOYFACE_TASKS}
+    columns = [e.strip() for e in tiers.hydra.sweeper.params.experiment.split(",")]
+    assert sorted(columns) == sorted(f"toyface/{c}{t}" for c in ("", "seed/", "consensus/") for t in TOYFACE_TASKS)
+    assert tiers.generator.curvature == 0.3 and "curvature0.3" in tiers.hydra.sweep.dir
+    for task in TOYFACE_TASKS:
+        a, b = (OmegaConf.to_container(c, resolve=True) for c in (consensus[task], recommended[task]))
+        assert a["solver"]["_target_"].endswith("Consensus") and a["samples"]["indices"] == list(range(16))
+        assert a["settings"] == "consensus" and a["criteria"] == b["criteria"]
+
+
 def test_world_protocol_sweeps_both_settings_over_worlds_and_pools():
     """`ice-exp -cn worlds -m`: the seven tasks with the seed's and the recommended settings, 10 worlds x 2 pools."""
     from hydra import compose, initialize_config_dir
