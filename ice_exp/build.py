@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
@@ -67,6 +68,31 @@ def compose_solver(name: str, overrides: list[str]) -> DictConfig:
 
     keys = set(composed([]))
     return composed([o for o in overrides if o.startswith("solver.") and o.split("=")[0].split(".")[1] in keys])
+
+
+class NamedProgressBar(TQDMProgressBar):
+    """Lightning's progress bar named after what its validation loop does here ("accumulating JᵀJ"), not
+    "Validation DataLoader 0"."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    @property
+    def validation_description(self) -> str:
+        return self.name
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_validation_batch_start(trainer, *args, **kwargs)
+        self.val_progress_bar.set_description(self.name)
+
+
+def accumulation_trainer(trainer: DictConfig) -> dict[str, Any]:
+    """conf/trainer as the accumulation's Trainer options, its progress bar (when enabled) named."""
+    options = OmegaConf.to_container(trainer, resolve=True)
+    if options.get("enable_progress_bar", True):
+        options["callbacks"] = [NamedProgressBar("accumulating JᵀJ (samples)")]
+    return options
 
 
 def is_rank_zero() -> bool:

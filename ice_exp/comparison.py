@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ice_exp.analyzers import Analyzers
-from ice_exp.build import build_setup, compose_solver
+from ice_exp.build import accumulation_trainer, build_setup, compose_solver
 from ice_exp.counterfactual.measures import region_mask
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.evaluation import evaluate, ground_truth, random_directions
@@ -115,7 +115,7 @@ def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] |
     generator, terms, space, z_eval = task.generator, task.terms, task.space, task.z_eval
 
     started = time.perf_counter()
-    grams = accumulate(task.grams, task.z_train, OmegaConf.to_container(cfg.trainer, resolve=True),
+    grams = accumulate(task.grams, task.z_train, accumulation_trainer(cfg.trainer),
                        views_of(list(solvers.values()), task.terms, task.generator, task.space))
     if grams is None:  # a DDP rank above 0: rank 0 compares
         return []

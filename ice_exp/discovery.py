@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ice_exp.build import Discovery, build, is_rank_zero
+from ice_exp.build import Discovery, accumulation_trainer, build, is_rank_zero
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import precision_angles
 from ice_exp.evaluation import score
@@ -49,7 +49,7 @@ def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: Ru
     """The stages after the build, each recording its failure in ``status``."""
     started = time.perf_counter()
     with status.stage("accumulate"):
-        grams = (accumulate(built.grams, built.z_train, OmegaConf.to_container(cfg.trainer, resolve=True),
+        grams = (accumulate(built.grams, built.z_train, accumulation_trainer(cfg.trainer),
                             views_of([built.solver], built.terms, built.generator, built.space))
                  if built.solver.needs_grams else {})  # SeFa, GANSpace: no Grams to accumulate
     if grams is None or not is_rank_zero():  # a DDP rank above 0: rank 0 does the rest

@@ -36,3 +36,16 @@ def test_the_user_is_warned_of_an_empty_subspace_and_of_a_missed_ground_truth_ba
     assert advice({**missed, "gt/pass": 1}) == [] and advice({"solver/num_directions": 3}) == []  # no truth known
     assert results_table("t", {"eval/gain": 2.0, "eval/gain_per_direction": [1.0], "gt/pass": 1}).splitlines() == [
         "t", "  gt/pass    1", "  eval/gain  2"]
+
+
+def test_the_accumulation_bar_says_what_it_does(capfd):
+    from ice_exp.build import accumulation_trainer, build_setup
+    from ice_exp.engine.accumulate import accumulate
+    from tests.conftest import make_config
+
+    cfg = make_config(*TINY, "trainer.enable_progress_bar=true")
+    assert "callbacks" not in accumulation_trainer(make_config(*TINY, "trainer.enable_progress_bar=false").trainer)
+    setup = build_setup(cfg)
+    accumulate(setup.grams, setup.z_train, accumulation_trainer(cfg.trainer))
+    bar = capfd.readouterr().out  # Lightning's bars write to stdout
+    assert "accumulating JᵀJ (samples)" in bar and "Validation" not in bar
