@@ -169,7 +169,7 @@ def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path):
     meta = json.loads(artifact.metadata)
     assert set(artifact.aliases) == {"latest", f"config-{meta['config_hash']}", "seed-1"}
     assert {e.path for e in artifact.manifest.contents} >= {"subspace.safetensors", "metrics.json", "config_resolved.yaml"}
-    assert got["exit_code"] == 0
+    assert got["exit_code"] == 0 and (got["files"] / "output.log").is_file()  # the console, from the build on
     assert_workspace_keys_exist(got, media)
 
 
