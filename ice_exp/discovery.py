@@ -25,7 +25,7 @@ from ice_exp.linalg import principal_angles
 from ice_exp.outputs import claim, save_subspace, versions
 from ice_exp.records import COMPLETED, RunStatus, write_json
 from ice_exp.solvers.base import Problem, Solution, views_of
-from ice_exp.tracking import log_run, tracked
+from ice_exp.tracking import log_run, numeric, tracked
 from ice_exp.viz import direction_grid, spectrum_plot
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: Ru
     with status.stage("write"):
         if out_dir is not None:
             write_discovery(out_dir, built, problem, solution, metrics)
+        if built.logger is not None:  # as the first metrics.json: a later failure leaves them on the dashboard
+            built.logger.summary.update(numeric(metrics))
 
     rows: list[dict[str, Any]] = []
     with status.stage("explain"):

@@ -139,7 +139,7 @@ def _online_or_offline(kwargs: dict[str, Any], settings: dict[str, Any]) -> Run:
     return run
 
 
-def scalars(metrics: dict[str, Any]) -> dict[str, float]:
+def numeric(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric values of a metrics dict (lists and the status left out)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -164,7 +164,7 @@ def log_run(run: Run, out_dir: Path, metrics: dict[str, Any], meta: dict[str, An
     metadata) with :func:`artifact_aliases`."""
     import wandb
 
-    run.summary.update(scalars(metrics))
+    run.summary.update(numeric(metrics))
     rows = directions_rows(metrics, angles)
     run.define_metric("direction", hidden=True, summary="none")
     run.define_metric("direction/*", step_metric="direction", summary="none")  # the summary has the means

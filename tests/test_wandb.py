@@ -200,15 +200,18 @@ def assert_workspace_keys_exist(got: dict[str, Any], media: dict[str, Any]) -> N
             assert name in (got["summary"] if where == "summary" else history), key
 
 
-def test_a_stopped_run_shows_in_wandb_as_failed(sweep_job, tmp_path, monkeypatch):
+def test_a_stopped_run_shows_in_wandb_as_failed_with_its_discovery(sweep_job, tmp_path, monkeypatch):
     def stopped(*args, **kwargs):
         raise Stopped("SIGTERM")
 
-    monkeypatch.setattr("ice_exp.discovery.score", stopped)  # SIGTERM arrives during the evaluation
+    monkeypatch.setattr("ice_exp.counterfactual.explain.explain", stopped)  # SIGTERM during the explanation
     out = tmp_path / "job"
     out.mkdir()
     with pytest.raises(Stopped):
-        run(sweep_job("counterfactual.enabled=false"), out)
+        run(sweep_job(*EXPLAIN), out)
     got = read_back(out)
     assert got["exit_code"] == 1 and got["summary"]["error"].startswith("Stopped: SIGTERM")
     assert got["run"].display_name == "mouth_shape seed=1"
+    written = json.loads((out / "metrics.json").read_text())  # the discovery's results, as metrics.json keeps them
+    assert written["status"] == "failed:explain (SIGTERM)"
+    assert got["summary"]["gt/purity_mean"] == pytest.approx(written["gt/purity_mean"])
