@@ -151,7 +151,7 @@ def directions_rows(metrics: dict[str, Any], angles: list[float] | None) -> list
                      if k.endswith("_per_direction")}
     rows = []
     for i, sigma in enumerate(metrics.get("solver/sigma", [])):
-        row = {"direction": i, "sigma": sigma, **{k: v[i] if i < len(v) else None for k, v in per_direction.items()}}
+        row = {"direction": i, "sigma": sigma, **{k: v[i] for k, v in per_direction.items()}}
         rows.append(row | ({"angle_to_truth_deg": angles[i]} if angles is not None else {}))
     return rows
 
