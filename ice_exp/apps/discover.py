@@ -48,7 +48,7 @@ def advice(metrics: dict) -> list[str]:
                 "(criteria.suppress.<term>.ratio) so their near-null spaces meet, or lower solver.rho"]
     if metrics.get("gt/pass") == 0:
         found = ", ".join(f"{k} {metrics[k]:.3g}" for k in SHOWN[1:6] if k in metrics)
-        return [f"the subspace misses the ground-truth bar ({found}; bars: docs/toyface.md)"]
+        return [f"the subspace misses the ground-truth bar ({found}; the bars: docs/worlds.md)"]
     return []
 
 
