@@ -4,6 +4,8 @@
   relative to random unit directions r (> 1: the direction moves the target more than chance).
 - ``eval/leak/<term>``: the same ratio for each suppress term (0: the term does not move at all).
 - ``eval/skipped_samples``: held-out samples left out because a criterion's region is empty on them.
+- ``trust/agreement`` (runs that accumulate the training faces' own solutions: solver=ice_consensus): the
+  share of the found subspace that those local solutions hold, a trust score without ground truth.
 - toyface only: ``gt/principal_angle_max_deg`` (largest principal angle to the true subspace),
   ``gt/dim_found`` / ``gt/dim_true``, ``gt/purity_mean`` (mean over directions and samples of
   ‖J_group v‖² / ‖J_factors v‖²), and the same scores for PCA of M_act as a baseline (``baseline/pca_*``);
@@ -26,7 +28,7 @@ from ice_exp.criteria.base import EmptyMask
 from ice_exp.engine.grams import SampleGrams, directional_changes
 from ice_exp.generators.base import Generator
 from ice_exp.linalg import best_fixed_subspace, principal_angles
-from ice_exp.metrics.directional import MeanPerDirection, factor_purity, local_coverage
+from ice_exp.metrics.directional import MeanPerDirection, agreement, factor_purity, local_coverage
 from ice_exp.solvers.base import Problem, Solution
 from ice_exp.terms import Terms
 
@@ -125,9 +127,12 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
 
 def score(generator: Generator, terms: Terms, space: str, problem: Problem, solution: Solution, z_eval: Tensor,
           truth: list[str] | None, grams: SampleGrams | None = None) -> dict[str, Any]:
-    """Every score of a discovery run: the solution's size, and on held-out samples gain, leakage and (with
-    a known truth) the ground-truth scores."""
+    """Every score of a discovery run: the solution's size, the training faces' agreement with it where the
+    run accumulated their own solutions (``trust/agreement``, no ground truth needed), and on held-out samples
+    gain, leakage and (with a known truth) the ground-truth scores."""
     out: dict[str, Any] = {"solver/num_directions": solution.directions.shape[1], "solver/sigma": solution.sigma.tolist()}
+    for view in problem.views.values():  # the consensus solver's mean projector (solvers.consensus)
+        out["trust/agreement"] = agreement(view, solution.directions)
     if len(z_eval):
         out.update(evaluate(generator, terms, space, solution, z_eval, grams=grams))
         if truth:

@@ -85,6 +85,7 @@ def test_a_consensus_run_finds_the_true_dimension_where_summed_ice_does_not(curv
                  f"generator.curvature={curvature}", "samples.indices=[0,1,2,3,4,5,6,7]", "samples.eval_num=3"]
     consensus = run(make_config(*overrides, "solver=ice_consensus"), tmp_path / "consensus")
     assert consensus["gt/dim_found"] == consensus["gt/dim_true"] == 3 and consensus["gt/pass"] == 1, consensus
+    assert 0.5 < consensus["trust/agreement"] <= 1
     if curvature:
         summed = run(make_config(*overrides), tmp_path / "summed")
         assert summed["gt/dim_found"] > summed["gt/dim_true"] and summed["gt/pass"] == 0, summed

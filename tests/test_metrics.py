@@ -9,7 +9,7 @@ import torch
 from ice_exp.evaluation import ground_truth, passes
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.linalg import best_fixed_subspace, eigenspace_angle
-from ice_exp.metrics.directional import local_coverage
+from ice_exp.metrics.directional import agreement, local_coverage
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
 from ice_exp.solvers.base import Problem, Solution
 
@@ -133,3 +133,12 @@ def test_ground_truth_in_a_curved_world_scores_against_each_faces_local_truth():
     assert 0.5 < fixed["ceiling/purity_mean"] < 1 - 1e-3 and fixed["gt/coverage_mean"] > 0.9 and fixed["gt/pass"] == 1
     one_face = ground_truth(g, "s", group, Solution(torch.ones(3), local[0]), problem, z)
     assert one_face["gt/purity_mean"] < 1 - 1e-3 and one_face["gt/coverage_mean"] < 1 - 1e-3
+
+
+def test_agreement_is_the_share_of_the_subspace_the_local_solutions_hold():
+    e = torch.eye(3, dtype=torch.float64)
+    mean_projector = (e[:, :1] @ e[:, :1].T + (e[:, :2] @ e[:, :2].T)) / 2  # e0 in both solutions, e1 in one
+    assert agreement(mean_projector, e[:, :1]) == pytest.approx(1.0)
+    assert agreement(mean_projector, e[:, :2]) == pytest.approx(0.75)
+    assert agreement(mean_projector, e[:, 2:]) == pytest.approx(0.0)
+    assert math.isnan(agreement(mean_projector, e[:, :0]))

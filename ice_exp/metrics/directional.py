@@ -46,3 +46,13 @@ def local_coverage(factor_jacobian: Tensor, group: list[int], truth: Tensor, dir
         return torch.zeros((), dtype=torch.float64)
     q = orthonormal(directions.double())
     return (j @ t @ (t.T @ q)).square().sum() / (j @ t).square().sum().clamp_min(1e-30)
+
+
+def agreement(mean_projector: Tensor, directions: Tensor) -> float:
+    """tr(Qᵀ P̄ Q) / k for an orthonormal basis Q [D, k] of ``directions`` and the mean projector P̄ onto the
+    training faces' own solutions (solvers.consensus): how much of the found subspace those local solutions
+    hold, on average; 1 when every face's solution contains it. Needs no ground truth (NaN for no direction)."""
+    if directions.shape[1] == 0:
+        return float("nan")
+    q = orthonormal(directions.double())
+    return float(torch.trace(q.T @ mean_projector.double() @ q)) / q.shape[1]
