@@ -136,7 +136,8 @@ def test_basic_sweep_over_criteria_gives_the_table_and_records_the_failure(tmp_p
     assert (out / "report.md").read_text().strip() == markdown.strip() and (out / "report.tex").is_file()
     purity = table_rows(markdown.split("## gt/purity_mean")[1].split("##")[0])
     assert purity[0] == ["criteria.name", "EarlyProjection"]
-    assert [row[0] for row in purity] == ["criteria.name", "empty_region", "eye_photometry", "mouth_shape"]  # mouth_shape_pixels' name
+    # in sweep order; mouth_shape is mouth_shape_pixels' name
+    assert [row[0] for row in purity] == ["criteria.name", "eye_photometry", "mouth_shape", "empty_region"]
     assert_table_matches_runs(out, jobs["finished"])
     assert_failures_listed(out, jobs["failed"], markdown)
 
