@@ -127,7 +127,16 @@ def sweep_job(tmp_path, monkeypatch):
     wandb.teardown()
 
 
-def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path):
+def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path, monkeypatch):
+    from ice_exp import discovery
+
+    write = discovery.write_discovery
+
+    def write_and_print(*args: Any) -> None:  # what the run prints mid-run reaches the run's console log
+        print("MIDRUN-MARKER", flush=True)
+        write(*args)
+
+    monkeypatch.setattr(discovery, "write_discovery", write_and_print)
     out = tmp_path / "sweep" / "0_mouth_shape"
     out.mkdir()
     metrics = run(sweep_job(*EXPLAIN), out)
@@ -169,7 +178,7 @@ def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path):
     meta = json.loads(artifact.metadata)
     assert set(artifact.aliases) == {"latest", f"config-{meta['config_hash']}", "seed-1"}
     assert {e.path for e in artifact.manifest.contents} >= {"subspace.safetensors", "metrics.json", "config_resolved.yaml"}
-    assert got["exit_code"] == 0 and (got["files"] / "output.log").is_file()  # the console, from the build on
+    assert got["exit_code"] == 0 and "MIDRUN-MARKER" in (got["files"] / "output.log").read_text()
     assert_workspace_keys_exist(got, media)
 
 
