@@ -95,6 +95,25 @@ def test_stylegan2_experiment_runs_with_random_weights(criteria, tmp_path):
     assert torch.allclose(directions.T @ directions, torch.eye(directions.shape[1], dtype=torch.float64), atol=1e-5)
 
 
+@pytest.mark.parametrize("task", TOYFACE_TASKS)
+def test_the_stylegan2_consensus_recipe_is_the_toyface_one_on_the_real_models(task, tmp_path, monkeypatch):
+    """Same criteria and solver as experiments/toyface/consensus/<task>; real generator and analyzers, which stop
+    the run at once without their weights."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cfg, toy = make_config(f"experiment=stylegan2/consensus/{task}"), make_config(f"experiment=toyface/consensus/{task}")
+    assert cfg.criteria == toy.criteria and cfg.solver == toy.solver and cfg.samples.indices == toy.samples.indices
+    assert cfg.generator.path == "weights/stylegan2-ffhq-config-f.pkl" and cfg.space == "s"
+    with pytest.raises(Exception, match="not found"):
+        run(cfg, tmp_path)
+
+
+def test_the_stylegan2_consensus_recipe_runs_with_random_weights(tmp_path):
+    cfg = make_config("experiment=stylegan2/consensus/face_boundary", *RANDOM_WORLD, "samples.indices=[0,1]",
+                      "samples.eval_num=0")
+    metrics = run(cfg, tmp_path)
+    assert 0 < metrics["trust/agreement"] <= 1 and metrics["solver/num_directions"] == len(metrics["solver/sigma"])
+
+
 def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):
     """Discovery, then the CelebA 40-head explanation, on random weights in the published layouts."""
     from ice_exp.counterfactual.classifiers import CelebAAttrResNet50
