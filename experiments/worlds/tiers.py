@@ -22,7 +22,7 @@ from ice_exp.build import build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.evaluation import ground_truth
 from ice_exp.metrics.directional import agreement
-from ice_exp.solvers.base import Problem, Solver
+from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.solvers.peers import ReSeFa
@@ -44,13 +44,15 @@ def case(task: str, world: int, curvature: float) -> dict[str, dict[str, float]]
 
     consensus: Solver = Consensus()
     everything = problem(faces)
-    everything.views[consensus.view_key] = sum(consensus.local_view(problem([g])) for g in faces) / len(faces)
+    (name, view), = views_of([consensus], setup.terms, setup.generator, setup.space).items()  # as the accumulation does
+    everything.views[name.removeprefix(VIEW)] = sum(view(g) for g in faces) / len(faces)
     solutions = {"recommended": EarlyProjection(rho=1e-4, intersection_tol=1e-2)(problem(faces[:RECOMMENDED_FACES])),
                  "consensus": consensus(everything), "resefa": ReSeFa()(everything)}
     keys = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/purity_mean", "gt/coverage_mean", "ceiling/purity_mean",
             "ceiling/coverage_mean", "gt/principal_angle_max_deg")
     truth = list(cfg.criteria.task.truth)
-    return {name: {**{k: ground_truth(setup.generator, setup.space, truth, s, Problem(), setup.z_eval)[k] for k in keys},
+    scores = {name: ground_truth(setup.generator, setup.space, truth, s, Problem(), setup.z_eval) for name, s in solutions.items()}
+    return {name: {**{k: scores[name][k] for k in keys},
                    "trust/agreement": agreement(everything.views[consensus.view_key], s.directions)}
             for name, s in solutions.items()}
 
