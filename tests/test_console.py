@@ -49,3 +49,29 @@ def test_the_accumulation_bar_says_what_it_does(capfd):
     accumulate(setup.grams, setup.z_train, accumulation_trainer(cfg.trainer))
     bar = capfd.readouterr().out  # Lightning's bars write to stdout
     assert "accumulating JᵀJ (samples)" in bar and "Validation" not in bar
+
+
+def test_a_training_bar_counts_every_optimizer_step_under_its_name(capfd):
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ice_exp.progress import StepsBar
+
+    class Quadratic(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    bar = StepsBar("training the quadratic", disable=False)
+    trainer = pl.Trainer(max_steps=7, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[bar])
+    trainer.fit(Quadratic(), DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4))  # 3 steps an epoch
+    assert (bar.bar.total, bar.bar.n) == (7, 7)  # one bar across the epochs, not one per epoch
+    assert "training the quadratic" in capfd.readouterr().err

@@ -46,6 +46,7 @@ from ice_exp.generators.toyface import factors as toyface_factors
 from ice_exp.generators.toyface import generator as toyface_generator
 from ice_exp.generators.toyface import oracles as toyface_oracles
 from ice_exp.generators.toyface import render as toyface_render
+from ice_exp.progress import StepsBar
 from ice_exp.records import write_json
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def train(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accelerator: st
     dataset = training_set(data)
     rendered = time.perf_counter()
     trainer = pl.Trainer(max_steps=net["steps"], max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[StepsBar(f"training {net['name']}")])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = build_module(net)

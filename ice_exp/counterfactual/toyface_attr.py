@@ -40,6 +40,7 @@ from ice_exp.generators.toyface import factors as toyface_factors
 from ice_exp.generators.toyface import generator as toyface_generator
 from ice_exp.generators.toyface import render as toyface_render
 from ice_exp.generators.toyface.factors import FACTORS, factor_index
+from ice_exp.progress import StepsBar
 
 log = logging.getLogger(__name__)
 RENDER_CHUNK = 256
@@ -157,7 +158,7 @@ def train_toyface_attr(rule: dict[str, float], generator_seed: int, resolution: 
     n = settings.samples
     trainer = pl.Trainer(max_epochs=settings.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=settings.epochs,
-                         num_sanity_val_steps=0)
+                         num_sanity_val_steps=0, callbacks=[StepsBar("training the toyface classifier")])
     with torch.random.fork_rng():  # initial weights and batch order from settings.seed only
         torch.manual_seed(settings.seed)
         module = ToyFaceAttrModule(ToyFaceAttrNet(), settings)
