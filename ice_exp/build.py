@@ -3,6 +3,7 @@ Jacobian, so that a wrong value costs seconds, not an accumulation. Shared by th
 explain)."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
@@ -72,18 +74,31 @@ def compose_solver(name: str, overrides: list[str]) -> DictConfig:
 
 class NamedProgressBar(TQDMProgressBar):
     """Lightning's progress bar named after what its validation loop does here ("accumulating JᵀJ"), not
-    "Validation DataLoader 0"."""
+    "Validation DataLoader 0", and counting samples; like the other bars off without a terminal (a log file, a
+    SLURM job) unless ``disable`` is False."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, disable: bool | None = None) -> None:
         super().__init__()
-        self.name = name
+        self.name, self.disable = name, disable  # disable None: shown only on a terminal (tqdm's rule)
 
     @property
     def validation_description(self) -> str:
         return self.name
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        super().on_validation_batch_start(trainer, *args, **kwargs)
+    def init_validation_tqdm(self) -> Tqdm:  # Lightning's, counting samples (its first draw says "it/s")
+        has_main_bar = self.trainer.state.fn != "validate"
+        return Tqdm(desc=self.name, unit="sample", position=2 * self.process_position + has_main_bar,
+                    disable=True if self.is_disabled else self.disable, leave=not has_main_bar, dynamic_ncols=True, file=sys.stdout,
+                    bar_format=self.BAR_FORMAT)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        # Lightning's own sets (and draws) "<description> DataLoader <i>" here: the same without the suffix
+        if not self.has_dataloader_changed(dataloader_idx):
+            return
+        self.val_progress_bar.reset()
+        self.val_progress_bar.total = convert_inf(self.total_val_batches_current_dataloader)
+        self.val_progress_bar.initial = 0
         self.val_progress_bar.set_description(self.name)
 
 

@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ice_exp.analyzers import Analyzers
 from ice_exp.build import accumulation_trainer, build_setup, compose_solver
@@ -64,7 +65,7 @@ def edit_scores(generator: Generator, terms: Terms, analyzers: Analyzers, space:
             if analyzers.identity is not None:
                 meters[k, step]["identity"] = IdentityCosine()
     with torch.no_grad():
-        for z in z_eval:
+        for z in tqdm(z_eval, desc="edit scores (held-out faces)", unit="face", disable=None, leave=False):  # off without a terminal
             u = generator.encode(z[None], space)
             frame = generator.decode(u, space)
             states = {key: c.prepare(frame) for key, c in terms.criteria.items()}
@@ -122,7 +123,9 @@ def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] |
     problem = Problem.of(grams, terms, generator, space)
     grams_s = time.perf_counter() - started
     rows = []
-    for name, solver in [*solvers.items(), ("random", None)]:
+    bar = tqdm([*solvers.items(), ("random", None)], desc="comparing solvers", unit="solver", disable=None, leave=False)
+    for name, solver in bar:
+        bar.set_postfix_str(name, refresh=False)
         started = time.perf_counter()
         if solver is None:
             count = max(1, EarlyProjection()(problem).directions.shape[1])

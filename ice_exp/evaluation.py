@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ice_exp.criteria.base import EmptyMask
 from ice_exp.engine.grams import SampleGrams, directional_changes
@@ -57,7 +58,7 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
     meters = {t.name: MeanPerDirection(probes.shape[1]) for t in terms.terms}
     exact = grams.exact() if grams is not None and grams.cache is not None else None
     skipped = 0
-    for z in z_eval:
+    for z in tqdm(z_eval, desc="evaluating held-out faces", unit="face", disable=None, leave=False):  # off without a terminal
         u = generator.encode(z[None], space)[0].detach()
         try:
             changes = (exact is not None and changes_from_grams(exact, z, u, probes)) or \
@@ -103,7 +104,8 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
 
     truth = generator.true_subspace(factors, space)
     group = factor_index(factors)
-    jacobians = [generator.factor_jacobian(generator.encode(z[None], space), space)[0] for z in z_eval]
+    jacobians = [generator.factor_jacobian(generator.encode(z[None], space), space)[0]
+                 for z in tqdm(z_eval, desc="ground truth: local truths", unit="face", disable=None, leave=False)]
     local_truths = [true_subspace(j, group) for j in jacobians]
     out: dict[str, Any] = {"gt/dim_true": truth.shape[1], "gt/dim_found": solution.directions.shape[1],
                            "gt/curvature": float(getattr(generator, "curvature", 0.0))}

@@ -38,17 +38,33 @@ def test_the_user_is_warned_of_an_empty_subspace_and_of_a_missed_ground_truth_ba
         "t", "  gt/pass    1", "  eval/gain  2"]
 
 
-def test_the_accumulation_bar_says_what_it_does(capfd):
+def test_the_accumulation_and_evaluation_bars_say_what_they_do(capfd, monkeypatch):
+    from tqdm.auto import tqdm
+
+    import ice_exp.evaluation
     from ice_exp.build import accumulation_trainer, build_setup
     from ice_exp.engine.accumulate import accumulate
+    from ice_exp.evaluation import score
+    from ice_exp.solvers.base import Problem
+    from ice_exp.solvers.ice import EarlyProjection
     from tests.conftest import make_config
 
-    cfg = make_config(*TINY, "trainer.enable_progress_bar=true")
+    cfg = make_config(*TINY, "trainer.enable_progress_bar=true", "samples.eval_num=2")
     assert "callbacks" not in accumulation_trainer(make_config(*TINY, "trainer.enable_progress_bar=false").trainer)
     setup = build_setup(cfg)
-    accumulate(setup.grams, setup.z_train, accumulation_trainer(cfg.trainer))
+    trainer = accumulation_trainer(cfg.trainer)
+    assert trainer["callbacks"][0].disable is None  # off without a terminal: forced on here
+    trainer["callbacks"][0].disable = False
+    grams = accumulate(setup.grams, setup.z_train, trainer)
     bar = capfd.readouterr().out  # Lightning's bars write to stdout
-    assert "accumulating JᵀJ (samples)" in bar and "Validation" not in bar
+    assert "accumulating JᵀJ (samples)" in bar and "sample/s" in bar  # from its first draw: never Lightning's words
+    assert "it/s" not in bar and "Validation" not in bar and "DataLoader" not in bar
+    # the evaluation's bars (tqdm, on a terminal only: forced on here) name the held-out stage and count faces
+    monkeypatch.setattr(ice_exp.evaluation, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
+    problem = Problem.of(grams, setup.terms, setup.generator, setup.space)
+    score(setup.generator, setup.terms, setup.space, problem, EarlyProjection()(problem), setup.z_eval, setup.truth)
+    bars = capfd.readouterr().err
+    assert "evaluating held-out faces" in bars and "ground truth: local truths" in bars and "2/2" in bars
 
 
 def test_a_training_bar_counts_every_optimizer_step_under_its_name(capfd):
