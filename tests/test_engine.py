@@ -8,7 +8,7 @@ import torch
 from experiments.benchmarks import per_criterion
 from ice_exp.analyzers import Analyzers
 from ice_exp.engine.accumulator import GramAccumulator
-from ice_exp.engine.grams import SampleGrams, directional_changes, sample_grams, term_fn
+from ice_exp.engine.grams import EXACT, SampleGrams, directional_changes, sample_grams, term_fn
 from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
@@ -188,10 +188,24 @@ def test_randomised_range_finder_keeps_the_null_space_within_a_degree():
     assert sketch.passes < 3072 and sketch.missed < 1e-3 * torch.linalg.eigvalsh(exact)[-1]
     angle, dim, dim_exact = eigenspace_angle(sketch.gram(), exact, 1e-3)
     assert dim == dim_exact and angle < 1.0
-    grams = sample_grams(generator, terms, u, "s")
-    approx = sample_grams(generator, terms, u, "s", suppress_rank=16)
+    grams, passes = sample_grams(generator, terms, u, "s"), {}
+    approx = sample_grams(generator, terms, u, "s", suppress_rank=8, passes=passes)
+    assert "outside_mouth" in passes  # 8 + 10 oversampled passes: fewer than the exact route's 20 (the factors)
     solve = lambda g: EarlyProjection()(Problem(g["activate"], [SuppressTerm("outside_mouth", g["outside_mouth"], 1e-3)]))  # noqa: E731
     assert principal_angles(solve(approx).directions, solve(grams).directions).max() < 1.0
+
+
+def test_a_sketch_no_cheaper_than_the_exact_passes_at_the_code_is_not_taken():
+    """The exact route runs at toyface's 20 factors (Generator.code), not its 192 style coordinates: a
+    suppress sketch of rank 16 (+ 10 oversampled) would cost more passes than that, so the term stays exact."""
+    generator = ToyFaceGenerator(resolution=32, dtype=torch.float64)
+    terms = build_terms(CRITERIA, Analyzers(parser=OracleParser(), landmarker=OracleLandmarker()))
+    u = _u(generator, torch.randn(generator.z_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    passes = {}
+    kept = sample_grams(generator, terms, u, "s", suppress_rank=16, passes=passes)
+    assert passes == {EXACT: generator.code(u[None], "s").shape[1]} == {EXACT: 20}
+    exact = sample_grams(generator, terms, u, "s")
+    assert all(torch.equal(kept[name], exact[name]) for name in exact)
 
 
 def test_activate_topk_matches_the_exact_top_eigenspace(world):

@@ -55,17 +55,17 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
     approximation by subspace iteration, and with ``suppress_rank`` each suppress term is a randomised
     range sketch grown until its null space at the term's ratio is kept (engine.sketch), each pass
     rendering once for its criterion; a term whose first sketch would already need as many passes as the
-    exact route stays exact. ``passes``, when given, receives the passes spent: ``EXACT`` for the shared
+    exact route (the rows, or the width of the point the exact passes run at: ``Generator.code``) stays exact. ``passes``, when given, receives the passes spent: ``EXACT`` for the shared
     Jacobian, the term name for each sketched term."""
     check_precision(precision)
     passes = {} if passes is None else passes
     grams: dict[str, Tensor] = {}
-    dim = u.numel()
     with precision_scope(precision, u.device):
         frames = FramePasses(generator, terms, u, space)
         rank = {t.name: activate_topk if t.ratio is None else suppress_rank for t in terms.terms}
+        exact_passes = frames.point.numel()
         sketched = [t for t in terms.terms
-                    if rank[t.name] and rank[t.name] + oversample < min(frames.sizes[(t.criterion, t.part)], dim)]
+                    if rank[t.name] and rank[t.name] + oversample < min(frames.sizes[(t.criterion, t.part)], exact_passes)]
         exact = [p for p in frames.parts() if any((t.criterion, t.part) == p for t in terms.terms if t not in sketched)]
         if exact:
             j, passes[EXACT] = frames.jacobian(exact, mode, chunk)
