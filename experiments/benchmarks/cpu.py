@@ -23,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.benchmarks.common import ENGINES, Case, bench, markdown
-from experiments.benchmarks.runs import ANALYZERS, protocol_rows, run_rows
+from experiments.benchmarks.runs import ANALYZERS, process_rows, protocol_rows, run_rows
 from ice_exp.analyzers import Analyzers
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.grams import term_fn
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["loop", "vjp", "jvp", "auto", "randomised"], choices=ENGINES)
     parser.add_argument("--loop-rows", type=int, default=None, help="run the loop on this many rows only and extrapolate")
     parser.add_argument("--rank", type=int, default=32, help="initial rank of the randomised engine")
-    parser.add_argument("--tables", nargs="+", default=["render", "engines", "runs", "analyzers", "protocol"],
-                        choices=["render", "engines", "runs", "analyzers", "protocol"])
+    parser.add_argument("--tables", nargs="+", default=["render", "engines", "runs", "process", "analyzers", "protocol"],
+                        choices=["render", "engines", "runs", "process", "analyzers", "protocol"])
     args = parser.parse_args(argv)
     header = (f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch thread(s)")
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown(rows) + "\n", flush=True)
     if "runs" in args.tables:
         print(markdown(run_rows()) + "\n", flush=True)
+    if "process" in args.tables:
+        print(markdown(process_rows()) + "\n", flush=True)
     if "analyzers" in args.tables:
         print(markdown(run_rows(ANALYZERS, kinds=("off",))) + "\n", flush=True)
     if "protocol" in args.tables:

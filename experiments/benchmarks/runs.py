@@ -1,6 +1,7 @@
 """Whole discovery runs timed in one process, today's engine side by side with the per-criterion path.
 
-``run_rows``: the recommended toyface run (or ANALYZERS: with network analyzers); ``protocol_rows``: the
+``run_rows``: the recommended toyface run (or ANALYZERS: with network analyzers); ``process_rows``: the same
+run as a user starts it, ``ice-exp`` in a fresh process (imports, Hydra and all); ``protocol_rows``: the
 seven tasks of one world of the protocol.
 
 A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
@@ -12,7 +13,10 @@ untimed run first takes the process's one-off costs (lazy initialisation), so th
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -78,6 +82,24 @@ def run_rows(overrides: list[str] = RECOMMENDED, kinds: tuple[str, ...] = ("off"
     return rows
 
 
+def process_rows(overrides: list[str] = RECOMMENDED) -> list[dict[str, Any]]:
+    """The run as ``ice-exp <overrides>`` starts it, each path in a fresh process (``main`` below: the app's
+    own entry point under ``path``), timed from the spawn to the exit, imports included."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("per-criterion", "engine"):
+            command = [sys.executable, "-m", "experiments.benchmarks.runs", "--path", name, *overrides, f"hydra.run.dir={Path(tmp) / name}"]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[2])
+            seconds = time.perf_counter() - started
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+            rows.append({"run": " ".join(overrides), "path": name, "process_seconds": seconds})
+    for row in rows:
+        row["speedup"] = rows[0]["process_seconds"] / row["process_seconds"]
+    return rows
+
+
 def protocol_rows(world: int = 10, pool: int = 8) -> list[dict[str, Any]]:
     """The seven tasks' recommended runs on one world of the protocol (conf/worlds.yaml, no Gram cache yet),
     one row per path: total time, passes of the ground-truth bars, ratio."""
@@ -96,3 +118,19 @@ def protocol_rows(world: int = 10, pool: int = 8) -> list[dict[str, Any]]:
     for row in rows:
         row["speedup"], row["speedup_cpu"] = rows[0]["seconds"] / row["seconds"], rows[0]["cpu_s"] / row["cpu_s"]
     return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m experiments.benchmarks.runs --path <path> <overrides>``: ice-exp's own entry point on that path."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--path", choices=["engine", "per-criterion"], required=True)
+    args, overrides = parser.parse_known_args(argv)
+    from ice_exp.apps import discover
+
+    sys.argv = ["ice-exp", *overrides]
+    with path(args.path):
+        discover.main()
+
+
+if __name__ == "__main__":
+    main()
