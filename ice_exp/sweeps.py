@@ -1,5 +1,5 @@
 """The end of a sweep (``ice-exp -m``): the headline table of its jobs, one closing line that points to
-``ice-report``, and a non-zero exit when any job failed; and the launchers' GPU request from the trainer.
+``ice-report``, and a non-zero exit when any job failed; and the launchers' GPU and task requests from the trainer.
 
 A failing job only records failure.json (so the other jobs go on); without this callback the sweep would
 exit 0 and a scheduler or a script would see success. Registered in conf/config.yaml (``hydra.callbacks``)."""
@@ -69,6 +69,17 @@ def gpus_per_job(accelerator: str, devices: int) -> int | None:
     return devices
 
 
+def tasks_per_job(strategy: str, devices: int) -> int:
+    """The processes a launcher starts per node for one job of ``trainer``: one per device for DDP (Lightning
+    refuses a SLURM job whose tasks per node differ from its devices), else 1 (resolver ``ice.tasks_per_job``)."""
+    if not str(strategy).startswith("ddp"):
+        return 1
+    if devices < 1:
+        raise ValueError(f"trainer.devices={devices} (every device of the node) cannot size a launcher's tasks per node: "
+                         "set trainer.devices to the devices of one job")
+    return devices
+
+
 def sweep_label(sweep_overrides: list[str]) -> str:
     """A launcher's name for a sweep's jobs: ``ice-exp`` and what the sweep varies (``ice-exp seed=0,1,2``),
     from its command-line overrides (resolver ``ice.sweep_label``)."""
@@ -78,6 +89,7 @@ def sweep_label(sweep_overrides: list[str]) -> str:
 
 OmegaConf.register_new_resolver("ice.gpus_per_job", gpus_per_job, replace=True)
 OmegaConf.register_new_resolver("ice.sweep_label", sweep_label, replace=True)
+OmegaConf.register_new_resolver("ice.tasks_per_job", tasks_per_job, replace=True)
 
 
 class FailureSummary(Callback):

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from hydra_plugins.ice_exp_launchers.slurm import job_name
 from ice_exp.apps.discover import main as cli_main
 from ice_exp.apps.report import flatten
 from ice_exp.apps.report import main as report
@@ -111,8 +112,10 @@ def assert_failures_listed(out: Path, failed: list[Path], markdown: str) -> None
 # ---------------------------------------------------------------- launcher configs
 
 @pytest.mark.parametrize("launcher, target, keys", [
-    ("slurm", "SlurmLauncher", {"partition": None, "gpus_per_node": None, "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60,
-                                "array_parallelism": 16}),
+    ("slurm", "ice_exp_launchers.slurm.SlurmLauncher", {"partition": None, "gpus_per_node": None, "tasks_per_node": 1, "nodes": 1,
+                                          "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60, "name": "ice-exp"}),
+    ("slurm_array", "submitit_launcher.SlurmLauncher", {"gpus_per_node": None, "cpus_per_task": 8, "array_parallelism": 16,
+                                                        "name": "ice-exp"}),
     ("local_parallel", "JoblibLauncher", {"n_jobs": 2}),
     ("joblib", "JoblibLauncher", {}),
     ("submitit_local", "LocalLauncher", {}),
@@ -365,17 +368,96 @@ def test_sweep_end_prints_the_headline_table_in_job_order_and_points_to_ice_repo
     assert err.splitlines()[-1] == f"sweep {root}: 3 jobs, 3 finished, 0 failed or unfinished (table: ice-report {root})"
 
 
-def test_slurm_launcher_requests_gpus_only_for_a_gpu_trainer_and_names_the_sweep():
-    def launcher(trainer: str) -> dict:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=["hydra/launcher=slurm", f"trainer={trainer}"], return_hydra_config=True)
-        return OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+def slurm_config(*overrides: str, launcher: str = "slurm") -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
 
-    assert launcher("cpu")["gpus_per_node"] is None and launcher("gpu")["gpus_per_node"] == 1
+
+@pytest.mark.parametrize("launcher", ["slurm", "slurm_array"])
+def test_slurm_launchers_request_what_the_trainer_uses_and_name_the_jobs(launcher):
+    def request(*trainer: str) -> tuple:
+        settings = OmegaConf.to_container(slurm_config(*trainer, launcher=launcher).hydra.launcher, resolve=True)
+        return tuple(settings[k] for k in ("gpus_per_node", "tasks_per_node", "nodes"))
+
+    assert request("trainer=cpu") == (None, 1, 1) and request("trainer=gpu") == (1, 1, 1)
+    assert request("trainer=ddp_cpu") == (None, 2, 1)  # two CPU processes: two tasks, no GPU
+    assert request("trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2") == (4, 4, 2)  # a task per GPU, per node
     with pytest.raises(InterpolationResolutionError, match="trainer.devices=-1"):  # ddp: every GPU, unknown count
-        launcher("ddp")
+        request("trainer=ddp")
     assert sweep_label(["samples.indices=[0,1]", "criteria=eye_shape,lip_color", "seed=range(3)"]) == \
         "ice-exp criteria=eye_shape,lip_color seed=range(3)"
+    assert job_name("ice-exp", 3, ["samples.indices=[0,1]", "criteria=lip_color", "seed=1"],
+                    ["samples.indices=[0,1]", "criteria=eye_shape,lip_color", "seed=range(3)"]) == "ice-exp#3 criteria=lip_color seed=1"
+
+
+def stand_in_slurm(bin_dir: Path, submitted: Path, sweep_dir: Path) -> dict[str, str]:
+    """sbatch, srun and sacct for a machine without SLURM, on PATH in the returned environment: sbatch keeps each
+    script submitit hands it in ``submitted`` and answers a job id; sacct runs each job it is asked about that has
+    not run yet, one task as SLURM would start it (submitit's own entry point, SLURM's variables), and reports it
+    COMPLETED; srun is never called (submitit only looks for it)."""
+    bin_dir.mkdir(), submitted.mkdir()
+    tools = {
+        "sbatch": f'#!/bin/sh\nn=$(ls {submitted} | wc -l)\ncp "$1" {submitted}/$n.sh\necho "Submitted batch job $((n + 100))"\n',
+        "srun": "#!/bin/sh\nexit 1\n",
+        "sacct": "#!/bin/sh\necho 'JobID|State|NodeList'\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = -j ]; then\n"
+                 f"    id=$2; dir={sweep_dir}/.submitit/$id; shift\n"
+                 "    [ -e $dir/${id}_0_result.pkl ] || SUBMITIT_EXECUTOR=slurm SLURM_JOB_ID=$id SLURM_PROCID=0 SLURM_LOCALID=0 "
+                 "SLURM_NODEID=0 SLURM_NTASKS=1 SLURM_NTASKS_PER_NODE=1 SLURM_NNODES=1 SLURM_JOB_NODELIST=localhost "
+                 f"SLURM_JOB_NAME=ice-exp {sys.executable} -u -m submitit.core._submit $dir > $dir/${{id}}_0_log.out 2>&1\n"
+                 "    echo \"$id|COMPLETED|localhost\"\n  fi\n  shift\ndone\n",
+    }
+    for tool, text in tools.items():
+        (bin_dir / tool).write_text(text)
+        (bin_dir / tool).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def sbatch_flags(script: str) -> dict[str, str]:
+    return dict(line.removeprefix("#SBATCH --").partition("=")[::2] for line in script.splitlines() if line.startswith("#SBATCH --"))
+
+
+@pytest.mark.parametrize("trainer, resources", [
+    ("cpu", {"cpus-per-task": "8", "mem": "32GB", "ntasks-per-node": "1", "nodes": "1", "time": "60"}),
+    ("gpu", {"gpus-per-node": "1", "cpus-per-task": "8", "ntasks-per-node": "1"}),
+])
+def test_slurm_submits_each_job_under_its_own_name(trainer, resources, tmp_path, monkeypatch):
+    """hydra/launcher=slurm's submission: one script per job (no array), each with the job's name and the
+    trainer's resources, as a stand-in sbatch receives them."""
+    from hydra.utils import instantiate
+
+    submitted = tmp_path / "submitted"
+    for key, value in stand_in_slurm(tmp_path / "bin", submitted, tmp_path / "sweep").items():
+        monkeypatch.setenv(key, value)
+    cfg = slurm_config(f"trainer={trainer}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["generator.resolution=32", "criteria=eye_shape,lip_color", "seed=0,1"]
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    jobs = [["generator.resolution=32", f"criteria={c}", f"seed={s}"] for c in ("eye_shape", "lip_color") for s in (0, 1)]
+    assert [job.job_id for job in launcher.submit(jobs, initial_job_idx=4)] == ["100", "101", "102", "103"]
+    flags = [sbatch_flags((submitted / f"{n}.sh").read_text()) for n in range(4)]
+    assert [f["job-name"] for f in flags] == ["'ice-exp#4 criteria=eye_shape seed=0'", "'ice-exp#5 criteria=eye_shape seed=1'",
+                                               "'ice-exp#6 criteria=lip_color seed=0'", "'ice-exp#7 criteria=lip_color seed=1'"]
+    for f in flags:
+        assert resources.items() <= f.items() and "array" not in f, f
+        assert trainer == "gpu" or not any(key.startswith("gpus") for key in f)
+
+
+def test_a_slurm_sweep_as_a_user_types_it(tmp_path):
+    """``ice-exp -m hydra/launcher=slurm ...`` end to end on the stand-in SLURM: two jobs submitted under their
+    own names, each run as a SLURM task, then the sweep's headline table and closing line."""
+    out = tmp_path / "sweep"
+    env = {**os.environ, **stand_in_slurm(tmp_path / "bin", tmp_path / "submitted", out), "OMP_NUM_THREADS": "1",
+           "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", *TINY, "generator.resolution=32",
+                           "samples.indices=[0]", "seed=0,1", f"hydra.sweep.dir={out}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = [sbatch_flags(p.read_text())["job-name"] for p in sorted((tmp_path / "submitted").iterdir())]
+    assert names == ["'ice-exp#0 seed=0'", "'ice-exp#1 seed=1'"]
+    assert (out / "0_mouth_shape" / "metrics.json").is_file() and (out / "1_mouth_shape" / "metrics.json").is_file()
+    assert ["0_mouth_shape seed=0", "completed"] == table_rows(proc.stderr)[1][:2]
+    assert proc.stderr.splitlines()[-1] == f"sweep {out}: 2 jobs, 2 finished, 0 failed or unfinished (table: ice-report {out})"
 
 
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):
