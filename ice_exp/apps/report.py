@@ -41,7 +41,7 @@ from ice_exp.records import read_status
 from ice_exp.sweeps import job_order
 from ice_exp.tables import MISSING, latex, markdown, text, write_csv
 
-DEFAULT_METRICS = ["gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/dim_found", "eval/gain",
+DEFAULT_METRICS = ["gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/coverage_mean", "gt/dim_found", "eval/gain",
                    "counterfactual/flip_rate", "time/discovery_s"]  # those no run has are left out, silently
 FILES = {"md": ["report.md"], "csv": ["report.csv", "runs.csv", "failures.csv"], "tex": ["report.tex"]}  # per --format
 FORMATS = tuple(FILES)
