@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ice_exp.analyzers import Analyzers
-from ice_exp.build import accumulation_trainer, build_setup, compose_solver
+from ice_exp.build import accumulation_trainer, build_setup, compose_solver, is_rank_zero
 from ice_exp.counterfactual.measures import region_mask
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.evaluation import evaluate, ground_truth, random_directions
@@ -107,10 +107,24 @@ def _cut(solution: Solution, k: int | None) -> Solution:
 
 
 def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Build the task, solve it with every solver, score each; returns one row per solver (none on DDP
-    ranks above 0). ``overrides`` are the command line's (its ``solver.<key>=`` ones reach every solver)."""
+    """Build the task, solve it with every solver, score each, write the table to ``out_dir``; returns one row
+    per solver (none on DDP ranks above 0). ``overrides`` are the command line's (its ``solver.<key>=`` ones
+    reach every solver). The W&B run (job type ``compare``) starts before the build and ends after the table,
+    as failed when a stage raises or SIGTERM stops the comparison (``tracking.tracked``)."""
+    logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
+                         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare") \
+        if out_dir is not None and is_rank_zero() else None
+    with tracked(logger):
+        rows = solve_and_score(cfg, overrides or [])
+        if rows and out_dir is not None:
+            write_table(rows, out_dir, cfg, logger)
+    return rows
+
+
+def solve_and_score(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
+    """One row per solver of ``cfg.compare.solvers`` and the random baseline (none on DDP ranks above 0)."""
     task = build_setup(cfg)
-    solvers = {name: instantiate(compose_solver(name, overrides or [])) for name in cfg.compare.solvers}
+    solvers = {name: instantiate(compose_solver(name, overrides)) for name in cfg.compare.solvers}
     region, group = locality_target(cfg)
     steps = [float(s) * cfg.viz.magnitude for s in cfg.compare.steps]
     generator, terms, space, z_eval = task.generator, task.terms, task.space, task.z_eval
@@ -142,8 +156,6 @@ def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] |
             row.update(edit_scores(generator, terms, task.analyzers, space, solution.directions, z_eval, steps, region, group))
         rows.append(row)
         log.info("%s: %d directions in %.2f s", name, row["directions"], row["solve_s"])
-    if out_dir is not None:
-        write_table(rows, out_dir, cfg)
     return rows
 
 
@@ -157,18 +169,26 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig) -> None:
-    """compare.md, compare.csv, compare.json in ``out_dir``, and a W&B table when a logger is configured."""
+HEADLINE = ("directions", "gt/pass", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/coverage_mean", "eval/gain",
+            "eval/leak/", "locality@")  # the console's columns (a prefix: every key it starts); compare.md has all
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    """The comparison's key columns, one row per solver (a markdown table)."""
+    table = pd.DataFrame([summary(r) for r in rows])
+    keys = [k for prefix in HEADLINE for k in table.columns if k == prefix or (prefix[-1] in "/@" and k.startswith(prefix))]
+    return markdown(table[["solver", *keys]])
+
+
+def write_table(rows: list[dict[str, Any]], out_dir: Path, cfg: DictConfig, logger: Any = None) -> None:
+    """compare.md, compare.csv, compare.json in ``out_dir``, and the ``compare`` table in the W&B run ``logger``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame([summary(r) for r in rows])
     title = f"# compare: {cfg.criteria.name}, space {cfg.space}, generator {cfg.generator._target_.split('.')[-1]}"
     (out_dir / "compare.md").write_text(f"{title}\n\n{markdown(table)}\n")
     write_csv(table, out_dir / "compare.csv")
     write_json(out_dir / "compare.json", {"rows": rows})
-    logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
-                         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare")
-    with tracked(logger):
-        if logger is not None:
-            import wandb
+    if logger is not None:
+        import wandb
 
-            logger.log({"compare": wandb.Table(dataframe=table)})
+        logger.log({"compare": wandb.Table(dataframe=table)})

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from ice_exp.config import CONF_DIR
 from ice_exp.discovery import run
 from ice_exp.stop import Stopped
+from tests.conftest import table_rows
 
 TINY = ["generator.resolution=32", "samples.indices=[0]", "samples.eval_num=2", "trainer.enable_progress_bar=false"]
 EXPLAIN = ["counterfactual.num_samples=3", "counterfactual.target_class=flip", "counterfactual.iterations=2",
@@ -224,3 +225,35 @@ def test_a_stopped_run_shows_in_wandb_as_failed_with_its_discovery(sweep_job, tm
     written = json.loads((out / "metrics.json").read_text())  # the discovery's results, as metrics.json keeps them
     assert written["status"] == "failed:explain (SIGTERM)"
     assert got["summary"]["gt/purity_mean"] == pytest.approx(written["gt/purity_mean"])
+
+
+def test_a_comparison_is_one_wandb_run_from_its_build_to_its_table(tmp_path, monkeypatch):
+    """ice-compare's W&B run starts before the build (so a stage that fails or is stopped shows as a failed
+    run), and a finished one holds the compare table."""
+    import wandb
+
+    from ice_exp import comparison
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("compare", overrides=[*TINY, "logger=wandb", "compare.solvers=[early_projection]", "engine.cache_dir=null"])
+    done, stopped = tmp_path / "done", tmp_path / "stopped"
+    rows = comparison.compare(cfg, done)
+    assert table_rows(comparison.headline(rows))[0][:3] == ["solver", "directions", "gt/pass"]  # the console's table
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise Stopped("SIGTERM")
+
+    monkeypatch.setattr(comparison, "edit_scores", stop)  # SIGTERM while the first solver is scored
+    with pytest.raises(Stopped):
+        comparison.compare(cfg, stopped)
+    finished, failed = read_back(done), read_back(stopped)
+    assert finished["exit_code"] == 0 and finished["run"].job_type == "compare" and finished["run"].display_name == "compare-mouth_shape"
+    compared = table(finished, finished["summary"]["compare"])
+    assert [row[compared["columns"].index("solver")] for row in compared["data"]] == ["early_projection", "random"]
+    assert failed["exit_code"] == 1 and failed["summary"]["error"].startswith("Stopped: SIGTERM")
+    assert not (stopped / "compare.md").exists()
+    wandb.teardown()

@@ -10,18 +10,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ice_exp.config import CONF_DIR, check_config
+from ice_exp.console import quiet_library_warnings
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="compare")
 def main(cfg: DictConfig) -> None:
+    quiet_library_warnings()
     check_config(cfg)
-    from ice_exp.comparison import compare  # torch and Lightning: only after the config passed its checks
+    from ice_exp.comparison import compare, headline  # torch and Lightning: only after the config passed its checks
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    compare(cfg, out_dir, list(HydraConfig.get().overrides.task))
-    log.info("table in %s", out_dir / "compare.md")
+    rows = compare(cfg, out_dir, list(HydraConfig.get().overrides.task))
+    if rows:  # not on DDP ranks above 0
+        log.info("compare of %s (every column: %s):\n%s", cfg.criteria.name, out_dir / "compare.md", headline(rows))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import ice_exp.sweeps  # noqa: F401 - registers the resolvers of the launcher configs (conf/hydra/launcher)
 from ice_exp import stop
 from ice_exp.config import CONF_DIR, check_config
+from ice_exp.console import quiet_library_warnings
 from ice_exp.records import write_json
 from ice_exp.tracking import swept_overrides
 
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 # the closing table: ground truth where known, then control, leakage (eval/leak/<term>) and the flip rate
 SHOWN = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/coverage_mean",
          "eval/num_directions", "eval/gain", "eval/leak/", "counterfactual/flip_rate")
-# library deprecations a user cannot act on, left out of the console
-UNACTIONABLE = (r".*`torch\.jit\.script` is deprecated", r".*`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def results_table(title: str, metrics: dict) -> str:
@@ -76,8 +74,7 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     stop.install()
-    for message in UNACTIONABLE:
-        warnings.filterwarnings("ignore", message=message)
+    quiet_library_warnings()
     try:
         check_config(cfg)
         from ice_exp.discovery import run  # torch and Lightning: only after the config passed its checks

@@ -10,10 +10,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ice_exp.config import CONF_DIR, check_config
+from ice_exp.console import quiet_library_warnings
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
 def main(cfg: DictConfig) -> None:
+    quiet_library_warnings()
     check_config(cfg)
     from ice_exp.explain_runs import explain_runs  # torch: only after the config passed its checks
 
