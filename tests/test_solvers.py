@@ -19,7 +19,7 @@ from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
-from ice_exp.solvers.peers import LowRankGAN, ReSeFa, robust_pca
+from ice_exp.solvers.peers import LowRankGAN, ReSeFa, _shrink_full, robust_pca, shrink_eigenvalues
 from tests.conftest import table_rows
 from tests.test_stylegan2 import tiny_generator
 
@@ -92,6 +92,24 @@ def test_robust_pca_separates_low_rank_from_sparse():
         assert (found_low - low).norm() / low.norm() < 1e-3, method
         assert (found_sparse - sparse).norm() / sparse.norm() < 1e-2, method
 
+
+def test_shrink_eigenvalues_computes_only_the_survivors_and_matches_the_full_decomposition():
+    """robust PCA's thresholding by the surviving eigenpairs only (dsytrd, dstebz, dstein, dormqr) equals the
+    full eigendecomposition's to round-off: a few survivors of either sign, a matrix that splits into blocks
+    (zero off-diagonals after the reduction), none surviving, an asymmetric upper triangle (both read the
+    lower), and the fallback where many survive."""
+    gen = torch.Generator().manual_seed(0)
+    d = 96
+    basis = torch.linalg.qr(torch.randn(d, 6, generator=gen, dtype=torch.float64))[0]
+    low = basis @ torch.diag(torch.tensor([9.0, 5, 3, -4, -2.5, 0.5], dtype=torch.float64)) @ basis.T
+    noise = 0.01 * torch.randn(d, d, generator=gen, dtype=torch.float64)
+    blocks = torch.block_diag(low[:48, :48], low[48:, 48:])
+    cases = [(low + noise + noise.T, 1.0), (low + noise, 1.0), (blocks, 1.0), (low, 20.0),
+             (torch.randn(d, d, generator=gen, dtype=torch.float64), 0.1)]
+    for x, t in cases:
+        full = _shrink_full(x, t)
+        assert (shrink_eigenvalues(x, t) - full).abs().max() <= 1e-12 * max(float(full.abs().max()), 1.0)
+    assert shrink_eigenvalues(low, 20.0).abs().max() == 0
 
 def _reference_lowrankgan(fg: np.ndarray, bg: np.ndarray, lam: float) -> np.ndarray:
     """zhujiapeng/LowRankGAN's compute_directions on two Grams, written out in numpy: its RobustPCA loop (SVD
