@@ -102,10 +102,6 @@ def locality_target(cfg: DictConfig) -> tuple[dict[str, Any], list[int] | None]:
     return task, (list(landmark_group(task["moves"])) if task["moves"] else None)
 
 
-def _cut(solution: Solution, k: int | None) -> Solution:
-    return Solution(solution.sigma[:k], solution.directions[:, :k]) if k else solution
-
-
 def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Build the task, solve it with every solver, score each, write the table to ``out_dir``; returns one row
     per solver (none on DDP ranks above 0). ``overrides`` are the command line's (its ``solver.<key>=`` ones
@@ -146,7 +142,7 @@ def solve_and_score(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any
             solution = Solution(torch.zeros(count, dtype=torch.float64), random_directions(problem.activate.shape[0], count, cfg.seed + 1))
         else:
             solution = solver(problem)
-        solution = _cut(solution, cfg.compare.max_directions)
+        solution = solution.first(cfg.compare.max_directions or None)
         row: dict[str, Any] = {"solver": name, "directions": solution.directions.shape[1],
                                "solve_s": time.perf_counter() - started, "grams_s": grams_s}
         if solution.directions.shape[1]:

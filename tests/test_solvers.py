@@ -17,7 +17,7 @@ from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.linalg import principal_angles
-from ice_exp.solvers.base import Problem, SuppressTerm
+from ice_exp.solvers.base import Problem, Solution, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, _shrink_full, robust_pca, shrink_eigenvalues
 from tests.conftest import table_rows
@@ -317,6 +317,14 @@ def test_ganspace_recovers_a_known_covariance():
         assert abs(float(solution.directions[:, k] @ basis[:, k])) > 0.99
 
 
+def test_a_solution_cut_to_k_keeps_its_first_k_directions_in_order():
+    directions = torch.linalg.qr(torch.randn(6, 4, dtype=torch.float64))[0]
+    solution = Solution(torch.tensor([4.0, 3.0, 2.0, 1.0]), directions)
+    two = solution.first(2)
+    assert torch.equal(two.sigma, solution.sigma[:2]) and torch.equal(two.directions, directions[:, :2])
+    assert solution.first(None) is solution and solution.first(9).directions.shape == (6, 4)
+
+
 def test_generator_peers_need_the_generator():
     with pytest.raises(ValueError, match="needs the generator"):
         SeFa()(Problem(torch.eye(3)))
@@ -330,6 +338,7 @@ def test_comparison_table_scores_every_solver_on_toyface(tmp_path):
     assert [r["solver"] for r in rows] == ["early_projection", "late_projection", "lowrankgan", "resefa", "sefa", "ganspace", "random"]
     for row in rows:
         assert "gt/principal_angle_max_deg" in row and "gt/purity_mean" in row and "locality@4" in row, row["solver"]
+        assert 1 <= row["directions"] <= 3, row["solver"]  # compare.max_directions cuts every answer
     ice, random = rows[0], rows[-1]
     assert ice["gt/principal_angle_max_deg"] < 10 and random["gt/principal_angle_max_deg"] > 45
     table = (tmp_path / "compare.md").read_text()

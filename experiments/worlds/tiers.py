@@ -1,10 +1,13 @@
 """The toyface tiers on worlds × curvatures, solved from one accumulation per (task, world, curvature): the
-recommended settings (their 4 faces, z #0-#3), ICE by consensus (16 faces) and ReSeFa (16 faces), each scored
+recommended settings (their 4 faces, z #0-#3), ICE by consensus (16 faces) and the peers on the same 16
+faces (ReSeFa, LowRankGAN, SeFa, GANSpace: conf/solver/<name>.yaml; each cut to the task's true dimension,
+the fair count for solvers that return a fixed number, as ice-compare does), each scored
 by evaluation.ground_truth on 8 held-out faces, as a run scores itself (gt/pass is the world's bar), and by
 the trust score without ground truth (trust/agreement: how much of each answer the 16 faces' own ICE
 solutions hold), with its rank correlation to the true purity over all cases and methods.
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
+(``--methods recommended,consensus`` for some of the columns only)
 
 The same numbers as ``ice-exp -cn tiers -m`` runs for these columns, at a fraction of the cost: the 16 faces'
 Grams are computed once (engine.cache_dir, $ICE_EXP_CACHE) and every solver reads them. Prints one line per
@@ -17,21 +20,23 @@ import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from ice_exp.build import build_setup
+from ice_exp.build import build_setup, compose_solver
 from ice_exp.config import CONF_DIR
 from ice_exp.evaluation import ground_truth
 from ice_exp.metrics.directional import agreement
 from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
-from ice_exp.solvers.peers import ReSeFa
 
 TASKS = ("face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape")
 RECOMMENDED_FACES = 4  # the recommended experiments' samples.indices [0, 1, 2, 3]
+PEERS = ("resefa", "lowrankgan", "sefa", "ganspace")  # conf/solver names, their defaults
+METHODS = ("recommended", "consensus", *PEERS)
 
 
-def case(task: str, world: int, curvature: float) -> dict[str, dict[str, float]]:
+def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, float]]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
                                           f"generator.curvature={curvature}"])
@@ -46,11 +51,13 @@ def case(task: str, world: int, curvature: float) -> dict[str, dict[str, float]]
     everything = problem(faces)
     (name, view), = views_of([consensus], setup.terms, setup.generator, setup.space).items()  # as the accumulation does
     everything.views[name.removeprefix(VIEW)] = sum(view(g) for g in faces) / len(faces)
-    solutions = {"recommended": EarlyProjection(rho=1e-4, intersection_tol=1e-2)(problem(faces[:RECOMMENDED_FACES])),
-                 "consensus": consensus(everything), "resefa": ReSeFa()(everything)}
+    truth = list(cfg.criteria.task.truth)
+    solvers = {"recommended": lambda: EarlyProjection(rho=1e-4, intersection_tol=1e-2)(problem(faces[:RECOMMENDED_FACES])),
+               "consensus": lambda: consensus(everything),
+               **{name: lambda name=name: instantiate(compose_solver(name, []))(everything).first(len(truth)) for name in PEERS}}
+    solutions = {name: solvers[name]() for name in methods}
     keys = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/purity_mean", "gt/coverage_mean", "ceiling/purity_mean",
             "ceiling/coverage_mean", "gt/principal_angle_max_deg")
-    truth = list(cfg.criteria.task.truth)
     scores = {name: ground_truth(setup.generator, setup.space, truth, s, Problem(), setup.z_eval) for name, s in solutions.items()}
     return {name: {**{k: scores[name][k] for k in keys},
                    "trust/agreement": agreement(everything.views[consensus.view_key], s.directions)}
@@ -62,14 +69,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worlds", default="60-61", help="first-last generator.seed")
     p.add_argument("--curvatures", default="0,0.3,1", help="comma-separated generator.curvature values (the tiers)")
     p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated columns (default: all: {','.join(METHODS)})")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
     args = p.parse_args(argv)
+    if unknown := set(args.methods.split(",")) - set(METHODS):
+        p.error(f"--methods: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(METHODS)}")
     first, last = (int(x) for x in args.worlds.split("-"))
     rows = []
     for curvature in (float(c) for c in args.curvatures.split(",")):
         for world in range(first, last + 1):
             for task in args.tasks.split(","):
-                scores = case(task, world, curvature)
+                scores = case(task, world, curvature, tuple(args.methods.split(",")))
+                ceiling = next(iter(scores.values()))  # the same for every method
                 row = {"task": task, "world": world, "curvature": curvature, "scores": scores}
                 rows.append(row)
                 with open(args.out, "a") as f:
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"curvature {curvature:g} world {world} {task}: " + "; ".join(
                     f"{name} {int(s['gt/dim_found'])}/{int(s['gt/dim_true'])} purity {s['gt/purity_mean']:.3f} "
                     f"coverage {s['gt/coverage_mean']:.3f} pass {s['gt/pass']}" for name, s in scores.items())
-                    + f" (ceiling {scores['consensus']['ceiling/purity_mean']:.3f}/{scores['consensus']['ceiling/coverage_mean']:.3f})",
+                    + f" (ceiling {ceiling['ceiling/purity_mean']:.3f}/{ceiling['ceiling/coverage_mean']:.3f})",
                     flush=True)
     print(summary(rows))
 

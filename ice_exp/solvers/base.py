@@ -55,6 +55,10 @@ class Solution:
     sigma: Tensor  # [K] each direction's score, descending (ICE: its activate gain; peers: their own objective)
     directions: Tensor  # [D, K] unit columns
 
+    def first(self, k: int | None) -> "Solution":
+        """The first k directions (all with k None): a fixed count for comparing solvers that return a set number."""
+        return self if k is None else Solution(self.sigma[:k], self.directions[:, :k])
+
 
 def ranked(sigma: Tensor, directions: Tensor, max_directions: int | None = None, rho: float = 0.0) -> Solution:
     """Directions sorted by score σ, descending, keeping σ > rho·σ_max (all with rho = 0), at most
