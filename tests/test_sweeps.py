@@ -31,7 +31,7 @@ from ice_exp.apps.report import main as report
 from ice_exp.config import CONF_DIR
 from ice_exp.sweeps import FailureSummary, sweep_label, sweep_outcome
 from ice_exp.tables import latex_escape
-from ice_exp.tracking import artifact_name, close, default_group, make_logger, swept_overrides
+from ice_exp.tracking import artifact_name, close, default_group, make_logger, sweep_overrides, swept, swept_overrides
 from tests.conftest import table_rows
 
 REPO = Path(CONF_DIR).parent
@@ -333,6 +333,15 @@ def test_report_rate_of_a_0_1_metric_and_nan_left_out(tmp_path, capsys):
     assert cell["n"] == "3" and float(cell["gt/purity_mean mean"]) == pytest.approx(0.65)
 
 
+def test_report_shows_a_count_metric_that_is_one_in_one_cell_as_a_value_not_a_rate(tmp_path, capsys):
+    """gt/dim_found is 1 in every lip_color run and 3 elsewhere: a count, shown as its median, never "2/2"."""
+    for i, (criteria, dims) in enumerate([("lip_color", 1.0), ("lip_color", 1.0), ("eye_shape", 3.0), ("eye_shape", 3.0)]):
+        make_run(tmp_path / f"{i}_job", criteria, "EarlyProjection", i, {"gt/pass": 1.0, "gt/dim_found": dims})
+    assert report([str(tmp_path), "--cols", "none", "--metrics", "gt/pass,gt/dim_found", "--stat", "median"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert ["lip_color", "2/2", "1 [1, 1]"] in rows and ["eye_shape", "2/2", "3 [3, 3]"] in rows
+
+
 def test_report_sweep_order_headers_single_runs_empty_subspaces_and_where_it_wrote(tmp_path, capsys):
     """Rows and columns in job order (10 after 2, not alphabetical), numeric column values with their key,
     one run's value without a std, no angle for an empty subspace, the default metrics that exist, and the
@@ -388,6 +397,26 @@ def test_slurm_launchers_request_what_the_trainer_uses_and_name_the_jobs(launche
         "ice-exp criteria=eye_shape,lip_color seed=range(3)"
     assert job_name("ice-exp", 3, ["samples.indices=[0,1]", "criteria=lip_color", "seed=1"],
                     ["samples.indices=[0,1]", "criteria=eye_shape,lip_color", "seed=range(3)"]) == "ice-exp#3 criteria=lip_color seed=1"
+
+
+def test_what_a_sweep_varies_in_its_config_names_its_jobs_too(tmp_path):
+    """-cn worlds sweeps through hydra.sweeper.params, not the command line: its jobs' names (W&B runs, the
+    headline table, SLURM jobs) and the array's name say what those vary as well."""
+    params = {"experiment": "toyface/eye_shape, toyface/lip_color", "generator.seed": "range(10,20)", "samples.seed": "8"}
+    assert sweep_overrides(["logger=none", "seed=0,1"], params) == \
+        ["seed=0,1", "experiment=toyface/eye_shape, toyface/lip_color", "generator.seed=range(10,20)"]
+    assert sweep_overrides(["experiment=toyface/mouth_shape", "generator.seed=3"], params) == []  # the command line wins
+    assert sweep_label(["logger=none"], params) == "ice-exp experiment=toyface/eye_shape, toyface/lip_color generator.seed=range(10,20)"
+    job = ["logger=none", "experiment=toyface/lip_color", "generator.seed=12", "samples.seed=8"]
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["logger=none"]},
+                                                                      "sweeper": {"params": params}}}))
+    assert swept(job, tmp_path) == ["experiment=toyface/lip_color", "generator.seed=12"]
+    assert job_name("ice-exp", 5, job, sweep_overrides(["logger=none"], params)) == \
+        "ice-exp#5 experiment=toyface/lip_color generator.seed=12"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        worlds = compose("worlds", overrides=["hydra/launcher=slurm_array"], return_hydra_config=True)
+    assert OmegaConf.to_container(worlds.hydra.launcher, resolve=True)["name"].startswith(
+        "ice-exp experiment=toyface/seed/face_boundary,toyface/seed/eye_shape,")
 
 
 def stand_in_slurm(bin_dir: Path, submitted: Path, sweep_dir: Path) -> dict[str, str]:

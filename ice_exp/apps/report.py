@@ -115,7 +115,7 @@ CSV_STATS = ("mean", "std", "median", "min", "max")  # report.csv has them all
 def summarise(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """One row per cell, indexed by the values of ``keys`` ('-' where a run lacks the key): ``n`` (finished
     runs), ``failed``, and per metric ``<metric> <stat>`` for CSV_STATS (std with n - 1, empty for one value),
-    ``<metric> values`` (how many) and ``<metric> ones`` (how many 1s of a 0/1 metric, else NaN), over the
+    ``<metric> values`` (how many) and ``<metric> ones`` (how many 1s of a metric that is 0/1 in every run, else NaN), over the
     metric's finite values; and the config keys that vary inside a cell (what the statistics are taken over)."""
     cell = [pd.Series([str(r["config"].get(k, "-")) for r in runs], name=k) for k in keys]
     finished = pd.Series([r["metrics"] is not None for r in runs])
@@ -123,7 +123,8 @@ def summarise(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -
     grouped = values.groupby(cell)
     stats = grouped.agg([*CSV_STATS, "count"])
     stats.columns = [f"{m} {'values' if s == 'count' else s}" for m, s in stats.columns]
-    ones = grouped.agg(lambda s: s.sum() if s.dropna().isin([0.0, 1.0]).all() else math.nan).add_suffix(" ones")
+    rates = [m for m in metrics if values[m].dropna().isin([0.0, 1.0]).all()]  # 0/1 in every run, not in one cell only
+    ones = grouped.agg(lambda s: s.sum() if s.name in rates else math.nan).add_suffix(" ones")
     counts = finished.groupby(cell).agg(n="sum", runs="size")
     cells = pd.concat([counts["n"], (counts["runs"] - counts["n"]).rename("failed"), stats, ones], axis=1)
     configs = pd.DataFrame([{k: json.dumps(v, default=str) for k, v in r["config"].items()} for r in runs])
