@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ice_exp.records import RunRecord, read_status
-from ice_exp.tracking import swept
+from ice_exp.tracking import sweep_overrides, swept
 
 HEADLINE = ("gt/pass", "gt/purity_mean", "gt/coverage_mean", "eval/gain", "counterfactual/flip_rate")  # those the jobs have
 
@@ -80,11 +79,10 @@ def tasks_per_job(strategy: str, devices: int) -> int:
     return devices
 
 
-def sweep_label(sweep_overrides: list[str]) -> str:
-    """A launcher's name for a sweep's jobs: ``ice-exp`` and what the sweep varies (``ice-exp seed=0,1,2``),
-    from its command-line overrides (resolver ``ice.sweep_label``)."""
-    parsed = OverridesParser.create().parse_overrides(list(sweep_overrides))
-    return " ".join(["ice-exp", *(text for text, o in zip(sweep_overrides, parsed) if o.is_sweep_override())])
+def sweep_label(task_overrides: list[str], sweeper_params: Any = None) -> str:
+    """A launcher's name for a sweep's jobs: ``ice-exp`` and what the sweep varies (``ice-exp seed=0,1,2``), on
+    its command line or in its config's ``hydra.sweeper.params`` (resolver ``ice.sweep_label``)."""
+    return " ".join(["ice-exp", *sweep_overrides(list(task_overrides), sweeper_params)])
 
 
 OmegaConf.register_new_resolver("ice.gpus_per_job", gpus_per_job, replace=True)

@@ -84,15 +84,34 @@ def swept_overrides() -> list[str]:
     return swept(list(hc.overrides.task), Path(hc.sweep.dir))
 
 
+def sweep_overrides(task_overrides: list[str], sweeper_params: Any = None) -> list[str]:
+    """What a sweep varies, as ``key=<values>`` texts: its command line's overrides that give a list or a range
+    (``hydra.overrides.task``), then those of its config's ``hydra.sweeper.params`` (conf/worlds.yaml's) whose
+    key the command line does not set (as Hydra's sweeper, the command line wins)."""
+    parser = OverridesParser.create()
+    task = list(zip(task_overrides, parser.parse_overrides(list(task_overrides))))
+    given = {o.key_or_group for _, o in task}
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    params = [(text, o) for text, o in zip(params, parser.parse_overrides(params)) if o.key_or_group not in given]
+    return [text for text, o in [*task, *params] if o.is_sweep_override()]
+
+
+def varied(job_overrides: list[str], sweep: list[str]) -> list[str]:
+    """Those of a job's overrides whose key the ``sweep`` (:func:`sweep_overrides`: those of its overrides
+    that give a list or a range) varies."""
+    parser = OverridesParser.create()
+    keys = {o.key_or_group for o in parser.parse_overrides(sweep) if o.is_sweep_override()}
+    return [text for text, o in zip(job_overrides, parser.parse_overrides(job_overrides)) if o.key_or_group in keys]
+
+
 def swept(job_overrides: list[str], sweep_dir: Path) -> list[str]:
-    """Those of a job's overrides whose key its sweep gives a list or range on the command line (the
-    sweep's ``multirun.yaml``); all of them where the launcher wrote none."""
-    sweep_file, parser = sweep_dir / "multirun.yaml", OverridesParser.create()
+    """Those of a job's overrides whose key its sweep varies, on the command line or in its config's
+    ``hydra.sweeper.params`` (the sweep's ``multirun.yaml``); all of them where the launcher wrote none."""
+    sweep_file = sweep_dir / "multirun.yaml"
     if not sweep_file.is_file():
         return job_overrides
-    keys = {o.key_or_group for o in parser.parse_overrides(list(OmegaConf.load(sweep_file).hydra.overrides.task))
-            if o.is_sweep_override()}
-    return [text for text, o in zip(job_overrides, parser.parse_overrides(job_overrides)) if o.key_or_group in keys]
+    sweep = OmegaConf.load(sweep_file).hydra
+    return varied(job_overrides, sweep_overrides(list(sweep.overrides.task), OmegaConf.select(sweep, "sweeper.params")))
 
 
 def default_group(name: str) -> str:

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -25,13 +24,13 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
-def job_name(prefix: str, job_num: int, job_overrides: Sequence[str], sweep_overrides: Sequence[str]) -> str:
-    """``<prefix>#<job number>`` and those of the job's overrides whose key the sweep's command line
-    (``sweep_overrides``: ``hydra.overrides.task``) gives a list or a range."""
-    parser = OverridesParser.create()
-    keys = {o.key_or_group for o in parser.parse_overrides(list(sweep_overrides)) if o.is_sweep_override()}
-    varied = [text for text, o in zip(job_overrides, parser.parse_overrides(list(job_overrides))) if o.key_or_group in keys]
-    return " ".join([f"{prefix}#{job_num}", *varied])
+def job_name(prefix: str, job_num: int, job_overrides: Sequence[str], sweep: Sequence[str]) -> str:
+    """``<prefix>#<job number>`` and those of the job's overrides whose key the ``sweep`` varies
+    (``ice_exp.tracking.sweep_overrides``: its command line's lists and ranges, then its config's
+    ``hydra.sweeper.params``), as its W&B run name has them."""
+    from ice_exp.tracking import varied  # not at import: Hydra imports every plugin module at each start
+
+    return " ".join([f"{prefix}#{job_num}", *varied(list(job_overrides), list(sweep))])
 
 
 class SlurmLauncher(ArraySlurmLauncher):
@@ -52,10 +51,12 @@ class SlurmLauncher(ArraySlurmLauncher):
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
-        sweep_overrides = list(self.config.hydra.overrides.task)
+        from ice_exp.tracking import sweep_overrides
+
+        sweep = sweep_overrides(list(self.config.hydra.overrides.task), OmegaConf.select(self.config, "hydra.sweeper.params"))
         jobs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            name = job_name(self.params["name"], idx, overrides, sweep_overrides)
+            name = job_name(self.params["name"], idx, overrides, sweep)
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             executor.update_parameters(name=name)
             jobs.append(executor.submit(self, list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
