@@ -26,6 +26,7 @@ from ice_exp.engine.grams import SampleGrams
 from ice_exp.generators.base import Generator, check_space
 from ice_exp.latents import latent_pool
 from ice_exp.outputs import config_hash
+from ice_exp.progress import bar_disable
 from ice_exp.solvers.base import Solver
 from ice_exp.terms import Terms, build_terms
 from ice_exp.tracking import make_logger
@@ -75,11 +76,11 @@ def compose_solver(name: str, overrides: list[str]) -> DictConfig:
 class NamedProgressBar(TQDMProgressBar):
     """Lightning's progress bar named after what its validation loop does here ("accumulating JᵀJ"), not
     "Validation DataLoader 0", and counting samples; like the other bars off without a terminal (a log file, a
-    SLURM job) unless ``disable`` is False."""
+    SLURM job) and in a parallel sweep's jobs (``progress.bar_disable``) unless ``disable`` is False."""
 
     def __init__(self, name: str, disable: bool | None = None) -> None:
         super().__init__()
-        self.name, self.disable = name, disable  # disable None: shown only on a terminal (tqdm's rule)
+        self.name, self.disable = name, disable  # disable None: progress.bar_disable() (tqdm's rule: a terminal only)
 
     @property
     def validation_description(self) -> str:
@@ -87,9 +88,9 @@ class NamedProgressBar(TQDMProgressBar):
 
     def init_validation_tqdm(self) -> Tqdm:  # Lightning's, counting samples (its first draw says "it/s")
         has_main_bar = self.trainer.state.fn != "validate"
-        return Tqdm(desc=self.name, unit="sample", position=2 * self.process_position + has_main_bar,
-                    disable=True if self.is_disabled else self.disable, leave=not has_main_bar, dynamic_ncols=True, file=sys.stdout,
-                    bar_format=self.BAR_FORMAT)
+        disable = True if self.is_disabled else bar_disable() if self.disable is None else self.disable
+        return Tqdm(desc=self.name, unit="sample", position=2 * self.process_position + has_main_bar, disable=disable,
+                    leave=not has_main_bar, dynamic_ncols=True, file=sys.stdout, bar_format=self.BAR_FORMAT)
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:

@@ -34,6 +34,7 @@ from ice_exp.evaluation import evaluate, ground_truth, random_directions
 from ice_exp.face_parts import landmark_group
 from ice_exp.generators.base import Generator
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
+from ice_exp.progress import bar_disable
 from ice_exp.records import write_json
 from ice_exp.solvers.base import Problem, Solution, views_of
 from ice_exp.solvers.ice import EarlyProjection
@@ -65,7 +66,7 @@ def edit_scores(generator: Generator, terms: Terms, analyzers: Analyzers, space:
             if analyzers.identity is not None:
                 meters[k, step]["identity"] = IdentityCosine()
     with torch.no_grad():
-        for z in tqdm(z_eval, desc="edit scores (held-out faces)", unit="face", disable=None, leave=False):  # off without a terminal
+        for z in tqdm(z_eval, desc="edit scores (held-out faces)", unit="face", disable=bar_disable(), leave=False):
             u = generator.encode(z[None], space)
             frame = generator.decode(u, space)
             states = {key: c.prepare(frame) for key, c in terms.criteria.items()}
@@ -133,7 +134,7 @@ def solve_and_score(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any
     problem = Problem.of(grams, terms, generator, space)
     grams_s = time.perf_counter() - started
     rows = []
-    bar = tqdm([*solvers.items(), ("random", None)], desc="comparing solvers", unit="solver", disable=None, leave=False)
+    bar = tqdm([*solvers.items(), ("random", None)], desc="comparing solvers", unit="solver", disable=bar_disable(), leave=False)
     for name, solver in bar:
         bar.set_postfix_str(name, refresh=False)
         started = time.perf_counter()

@@ -91,3 +91,31 @@ def test_a_training_bar_counts_every_optimizer_step_under_its_name(capfd):
     trainer.fit(Quadratic(), DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4))  # 3 steps an epoch
     assert (bar.bar.total, bar.bar.n) == (7, 7)  # one bar across the epochs, not one per epoch
     assert "training the quadratic" in capfd.readouterr().err
+
+
+def test_the_bars_are_off_in_the_jobs_of_a_parallel_sweep():
+    """Jobs side by side (joblib, submitit) would draw their bars over each other on one line: off there; a
+    single run and the basic launcher's jobs in turn keep them (on a terminal: tqdm's None)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from ice_exp.config import CONF_DIR
+    from ice_exp.progress import bar_disable
+
+    def disable(launcher: str, mode: RunMode) -> bool | None:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.mode = mode
+        HydraConfig.instance().set_config(cfg)
+        return bar_disable()
+
+    try:
+        HydraConfig.instance().cfg = None
+        assert bar_disable() is None  # no Hydra: a script or a test
+        assert disable("basic", RunMode.MULTIRUN) is None and disable("local_parallel", RunMode.RUN) is None
+        assert disable("local_parallel", RunMode.MULTIRUN) is True and disable("submitit_local", RunMode.MULTIRUN) is True
+    finally:
+        HydraConfig.instance().cfg = None

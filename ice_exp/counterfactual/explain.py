@@ -29,6 +29,7 @@ from ice_exp.counterfactual.search import SearchConfig, SearchResult, counterfac
 from ice_exp.counterfactual.summary import SubspaceSummary, markdown_table, rank
 from ice_exp.generators.base import Generator, check_space
 from ice_exp.latents import latent_pool
+from ice_exp.progress import bar_disable
 from ice_exp.records import write_json
 from ice_exp.solvers.base import Solution
 from ice_exp.tables import write_csv
@@ -91,7 +92,7 @@ def explain(cf: DictConfig, classifier: Classifier, subspaces: Subspaces, genera
 
     rows, records, shown = [], [], {}
     steps = len(names) * -(-len(z) // batch) * settings.iterations
-    with tqdm(total=steps, desc="counterfactual search", unit="step", disable=None, leave=False) as bar:  # off without a terminal
+    with tqdm(total=steps, desc="counterfactual search", unit="step", disable=bar_disable(), leave=False) as bar:
         for name in names:
             solution, meta = subspaces[name]
             space, terms, summary = check_space(meta["space"]), terms_by_name.get(name), SubspaceSummary()
