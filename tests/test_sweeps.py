@@ -419,26 +419,44 @@ def test_what_a_sweep_varies_in_its_config_names_its_jobs_too(tmp_path):
         "ice-exp experiment=toyface/seed/face_boundary,toyface/seed/eye_shape,")
 
 
+STAND_IN_SACCT = """\
+import os, re, subprocess, sys
+from pathlib import Path
+
+print("JobID|State|NodeList")
+for flag, job in zip(sys.argv[1:], sys.argv[2:]):
+    if flag != "-j":
+        continue
+    folder = Path(os.environ["STAND_IN_SWEEP"]) / ".submitit" / job
+    if not (folder / f"{job}_0_result.pkl").exists():  # not run yet: every task of the job, side by side
+        tasks = int(re.search(r"--ntasks-per-node=(\\d+)", (folder / f"{job}_submission.sh").read_text())[1])
+        env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": job, "SLURM_JOB_NAME": "ice-exp",
+               "SLURM_NTASKS": str(tasks), "SLURM_NTASKS_PER_NODE": str(tasks), "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+               "SLURM_JOB_NODELIST": "localhost", "SLURM_NODELIST": "localhost"}
+        runs = [subprocess.Popen([sys.executable, "-u", "-m", "submitit.core._submit", str(folder)],
+                                 env={**env, "SLURM_PROCID": str(t), "SLURM_LOCALID": str(t)},
+                                 stdout=open(folder / f"{job}_{t}_log.out", "w"), stderr=subprocess.STDOUT) for t in range(tasks)]
+        for run in runs:
+            run.wait()
+    print(f"{job}|COMPLETED|localhost")
+"""
+
+
 def stand_in_slurm(bin_dir: Path, submitted: Path, sweep_dir: Path) -> dict[str, str]:
     """sbatch, srun and sacct for a machine without SLURM, on PATH in the returned environment: sbatch keeps each
     script submitit hands it in ``submitted`` and answers a job id; sacct runs each job it is asked about that has
-    not run yet, one task as SLURM would start it (submitit's own entry point, SLURM's variables), and reports it
-    COMPLETED; srun is never called (submitit only looks for it)."""
+    not run yet, its script's ``--ntasks-per-node`` tasks side by side as SLURM would start them (submitit's own
+    entry point, SLURM's variables), and reports it COMPLETED; srun is never called (submitit only looks for it)."""
     bin_dir.mkdir(), submitted.mkdir()
     tools = {
         "sbatch": f'#!/bin/sh\nn=$(ls {submitted} | wc -l)\ncp "$1" {submitted}/$n.sh\necho "Submitted batch job $((n + 100))"\n',
         "srun": "#!/bin/sh\nexit 1\n",
-        "sacct": "#!/bin/sh\necho 'JobID|State|NodeList'\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = -j ]; then\n"
-                 f"    id=$2; dir={sweep_dir}/.submitit/$id; shift\n"
-                 "    [ -e $dir/${id}_0_result.pkl ] || SUBMITIT_EXECUTOR=slurm SLURM_JOB_ID=$id SLURM_PROCID=0 SLURM_LOCALID=0 "
-                 "SLURM_NODEID=0 SLURM_NTASKS=1 SLURM_NTASKS_PER_NODE=1 SLURM_NNODES=1 SLURM_JOB_NODELIST=localhost "
-                 f"SLURM_JOB_NAME=ice-exp {sys.executable} -u -m submitit.core._submit $dir > $dir/${{id}}_0_log.out 2>&1\n"
-                 "    echo \"$id|COMPLETED|localhost\"\n  fi\n  shift\ndone\n",
+        "sacct": f"#!{sys.executable}\n{STAND_IN_SACCT}",
     }
     for tool, text in tools.items():
         (bin_dir / tool).write_text(text)
         (bin_dir / tool).chmod(0o755)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STAND_IN_SWEEP": str(sweep_dir)}
 
 
 def sbatch_flags(script: str) -> dict[str, str]:
@@ -487,6 +505,24 @@ def test_a_slurm_sweep_as_a_user_types_it(tmp_path):
     assert (out / "0_mouth_shape" / "metrics.json").is_file() and (out / "1_mouth_shape" / "metrics.json").is_file()
     assert ["0_mouth_shape seed=0", "completed"] == table_rows(proc.stderr)[1][:2]
     assert proc.stderr.splitlines()[-1] == f"sweep {out}: 2 jobs, 2 finished, 0 failed or unfinished (table: ice-report {out})"
+
+
+def test_a_slurm_ddp_job_gets_one_task_per_process(tmp_path):
+    """trainer=ddp_cpu (two processes) under hydra/launcher=slurm: the job asks for two tasks, SLURM starts
+    both, Lightning joins them as one DDP run (with the plugin's default of one task it refuses: devices=2 but
+    --ntasks-per-node=1) and rank 0 writes the results."""
+    out = tmp_path / "sweep"
+    env = {**os.environ, **stand_in_slurm(tmp_path / "bin", tmp_path / "submitted", out), "OMP_NUM_THREADS": "1",
+           "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", "trainer=ddp_cpu", *TINY,
+                           "generator.resolution=32", "samples.indices=[0,1]", f"hydra.sweep.dir={out}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (script,) = (tmp_path / "submitted").iterdir()
+    assert sbatch_flags(script.read_text())["ntasks-per-node"] == "2"
+    logs = [(out / ".submitit" / "100" / f"100_{t}_log.out").read_text() for t in (0, 1)]
+    assert all("MEMBER: 1/2" in logs[0] and f"global_rank={t}(2)" in log for t, log in enumerate(logs))
+    assert json.loads((out / "0_mouth_shape" / "metrics.json").read_text())["status"] == "completed"
 
 
 def test_report_rows_and_metrics_as_columns(hand_made, capsys):
