@@ -90,8 +90,8 @@ CEILING_FACES, CEILING_SEED = 64, 4321  # the faces the ceiling's subspace is fi
 def ceiling_subspace(generator: Generator, space: str, group: list[int], dim: int, like: Tensor) -> Tensor:
     """[D, dim]: the best fixed subspace of the world (linalg.best_fixed_subspace) over the local truths of
     CEILING_FACES faces drawn for it alone (``like``: their dtype and device). Never fitted on the faces it is
-    scored on: fitted on 8 held-out faces, it scores 0.02-0.08 of purity higher on them than on any others
-    (docs/worlds.md), which no method trained elsewhere can match."""
+    scored on: fitted on the 8 held-out faces it is their in-sample optimum, which no answer fitted on other
+    faces can match (in the curved tiers its coverage was higher in every case, docs/worlds.md)."""
     from ice_exp.generators.toyface.factors import true_subspace
 
     z = latent_pool(CEILING_SEED, CEILING_FACES, generator.z_dim).to(like)

@@ -55,7 +55,8 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
     approximation by subspace iteration, and with ``suppress_rank`` each suppress term is a randomised
     range sketch grown until its null space at the term's ratio is kept (engine.sketch), each pass
     rendering once for its criterion; a term whose first sketch would already need as many passes as the
-    exact route (the rows, or the width of the point the exact passes run at: ``Generator.code``) stays exact. ``passes``, when given, receives the passes spent: ``EXACT`` for the shared
+    exact route (its rows, or the width of the point the exact passes run at: ``Generator.code``) stays
+    exact. ``passes``, when given, receives the passes spent: ``EXACT`` for the shared
     Jacobian, the term name for each sketched term."""
     check_precision(precision)
     passes = {} if passes is None else passes
