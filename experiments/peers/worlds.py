@@ -1,6 +1,8 @@
 """Every solver on the seven toyface tasks over the world protocol's worlds: pass rate, median and worst.
 
 ``OMP_NUM_THREADS=1 python -m experiments.peers.worlds [--worlds 10-19] [--pool 8] [--solvers a,b] [--out outputs/peers_worlds]``
+``python -m experiments.peers.worlds --rows a.csv b.csv ...``: the table of rows written before (one run per world,
+e.g. experiments/peers/results/), nothing recomputed.
 
 Each (task, world) is one ``ice-compare`` run (``ice_exp.compare.compare``) with the task's recommended
 criteria and samples (experiment=toyface/<task>): the Grams once, then every solver, each solution cut to the
@@ -58,6 +60,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a peers_worlds.csv, typed as run_all returns them."""
+    with open(path, newline="") as f:
+        return [{**r, "world": int(r["world"]), "pass": int(r["pass"]), "angle": float(r["angle"]),
+                 "purity": float(r["purity"]), "dims": int(r["dims"]), "gain": float(r["gain"])} for r in csv.DictReader(f)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worlds", default="10-19", help="first-last generator.seed (default: the world protocol's 10-19)")
@@ -65,7 +74,11 @@ def main() -> None:
     p.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated conf/solver names (default: all peers and ICE)")
     p.add_argument("--cache", default=".cache/grams", help="Gram cache folder (shared with the world protocol's runs)")
     p.add_argument("--out", type=Path, default=Path("outputs/peers_worlds"))
+    p.add_argument("--rows", type=Path, nargs="+", help="print the table of these peers_worlds.csv files instead of running")
     args = p.parse_args()
+    if args.rows:
+        print(table([row for path in args.rows for row in read_rows(path)]), end="")
+        return
     first, last = (int(x) for x in args.worlds.split("-"))
     rows = run_all(list(range(first, last + 1)), args.pool, args.cache, args.solvers.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
