@@ -197,7 +197,8 @@ def toyface_attr(rule: dict[str, float], generator_seed: int = 0, resolution: in
     path = Path(cache_dir).expanduser() if cache_dir else cache_root() / "toyface_attr"
     path = path / f"{cache_key(spec)}.safetensors"
     net = ToyFaceAttrNet()
-    if path.is_file():
+    cached = path.is_file()
+    if cached:
         net.load_state_dict(load_file(str(path)))
         with safe_open(str(path), "pt") as f:
             record = json.loads(f.metadata()["record"])
@@ -210,8 +211,8 @@ def toyface_attr(rule: dict[str, float], generator_seed: int = 0, resolution: in
         os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
     if record["held_out_accuracy"] < min_accuracy:
         log.warning("toyface_attr: held-out accuracy %.3f is below %.2f", record["held_out_accuracy"], min_accuracy)
-    log.info("toyface_attr: accuracy %.3f held out, %.3f on sampled faces (trained in %.0f s, cached at %s)",
-             record["held_out_accuracy"], record["natural_accuracy"], record["train_seconds"], path)
+    log.info("toyface_attr: accuracy %.3f held out, %.3f on sampled faces (%s %s)", record["held_out_accuracy"],
+             record["natural_accuracy"], "read from" if cached else f"trained in {record['train_seconds']:.0f} s, saved to", path)
     clf = Classifier(net, ImageTransform(size=resolution), heads=(name,), target=name, info={**record, "cache": str(path)})
     clf.weight_path = path
     return clf
