@@ -8,8 +8,8 @@ Per task and curvature, over the worlds: the median [max] largest principal angl
 subspaces (space s) of two faces, over all pairs of ``--faces`` faces (z #0.. of the world's pool); the
 dimension of the subspace that moves the group and no other factor at all of 16 faces (the true dimension
 in a linear world, 0 once it curves); and the ceiling, the purity of the best fixed subspace of the true
-dimension on ``--faces`` other faces: the top eigenvectors of the mean projector onto their local truths,
-as ``gt/ceiling_purity`` of a run (ice_exp/evaluation.py). Prints a markdown table.
+dimension on ``--faces`` other faces, fitted on faces of its own (``evaluation.ceiling_subspace``), as
+``ceiling/purity_mean`` of a run. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ import statistics
 import torch
 from torch import Tensor
 
+from ice_exp.evaluation import ceiling_subspace
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import factor_index, true_subspace
 from ice_exp.generators.toyface.tasks import TRUE_GROUPS
 from ice_exp.latents import latent_pool
-from ice_exp.linalg import best_fixed_subspace, principal_angles
+from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import factor_purity
 
 
@@ -44,7 +45,7 @@ def measure(seed: int, curvature: float, faces: int) -> dict[str, dict[str, floa
         group = factor_index(factors)
         truths = local_truths(jac[:faces], group)
         angles = [float(principal_angles(a, b).max()) for a, b in itertools.combinations(truths, 2)]
-        fixed = best_fixed_subspace(local_truths(jac_held_out, group), len(group))  # as evaluation.ground_truth
+        fixed = ceiling_subspace(generator, "s", group, len(group), held_out)  # as evaluation.ground_truth
         ceiling = statistics.mean(float(factor_purity(j, group, fixed).mean()) for j in jac_held_out)
         out[task] = {"angles": angles, "pure_dim": true_subspace(jac[:16], group).shape[1], "ceiling": ceiling}
     return out
