@@ -340,6 +340,8 @@ def test_report_shows_a_count_metric_that_is_one_in_one_cell_as_a_value_not_a_ra
     assert report([str(tmp_path), "--cols", "none", "--metrics", "gt/pass,gt/dim_found", "--stat", "median"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert ["lip_color", "2/2", "1 [1, 1]"] in rows and ["eye_shape", "2/2", "3 [3, 3]"] in rows
+    report([str(tmp_path / "0_job"), "--cols", "none", "--metrics", "gt/pass"])
+    assert capsys.readouterr().out.count("1 run (1 finished, 0 failed)") == 1  # one run, said in the singular
 
 
 def test_report_sweep_order_headers_single_runs_empty_subspaces_and_where_it_wrote(tmp_path, capsys):

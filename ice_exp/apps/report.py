@@ -174,7 +174,7 @@ def header_line(runs: list[dict[str, Any]], cells: pd.DataFrame, over: list[str]
     failed = sum(r["metrics"] is None for r in runs)
     counts = sorted(set(cells["n"][cells["n"] > 0])) or [0]
     per_cell = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return (f"{len(runs)} runs ({len(runs) - failed} finished, {failed} failed); rows: {', '.join(rows)}; "
+    return (f"{len(runs)} run{'s' * (len(runs) != 1)} ({len(runs) - failed} finished, {failed} failed); rows: {', '.join(rows)}; "
             f"columns: {col or 'metrics'}; {SHOWN[stat]} over {per_cell} run(s) per cell"
             + (f", varying: {', '.join(over)}" if over else ""))
 
