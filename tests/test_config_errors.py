@@ -143,3 +143,15 @@ def app(module: str, overrides: list[str]) -> tuple[subprocess.CompletedProcess,
     proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=60)
     return proc, time.perf_counter() - started
+
+
+def test_a_notebook_composes_the_run_config_after_import_ice_exp():
+    """Hydra's Compose API in a fresh interpreter with nothing imported but ice_exp (the schema must be registered
+    by the package itself, not by whichever module a run happens to import first)."""
+    code = ("import ice_exp\nfrom hydra import compose, initialize_config_dir\n"
+            "with initialize_config_dir(config_dir=ice_exp.CONF_DIR, version_base='1.3'):\n"
+            "    cfg = compose('config', overrides=['experiment=toyface/mouth_shape', 'solver.rho=1e-3'])\n"
+            "print(cfg.criteria.name, cfg.solver.rho)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["mouth_shape", "0.001"]
