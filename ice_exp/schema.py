@@ -153,6 +153,7 @@ class Config:
     classifier: Any = None
     counterfactual: Counterfactual = field(default_factory=Counterfactual)
     compare: Optional[CompareSettings] = None  # ice-compare only (conf/compare.yaml)
+    optimized_metric: Optional[str] = "gt/principal_angle_max_deg"
 
 
 @dataclass

@@ -176,6 +176,16 @@ def test_failing_job_is_recorded_in_a_multirun_and_raises_in_a_single_run(hydra_
     assert yaml.safe_load((job / "config_resolved.yaml").read_text())["samples"]["indices"] == [999]
 
 
+def test_a_job_returns_its_optimized_metric_to_the_sweeper(hydra_job, tmp_path):
+    """optimized_metric names the metrics.json value a job hands to the sweeper (an Optuna sweep's objective)."""
+    returned = cli_main(hydra_job(RunMode.MULTIRUN, "optimized_metric=gt/purity_mean", "logger=none",
+                                  "counterfactual.enabled=false", "samples.eval_num=1"))
+    metrics = json.loads((tmp_path / "job" / "metrics.json").read_text())
+    assert returned == metrics["gt/purity_mean"] != metrics["gt/principal_angle_max_deg"]
+    assert cli_main(hydra_job(RunMode.MULTIRUN, "optimized_metric=null", "logger=none", "counterfactual.enabled=false",
+                              "samples.eval_num=1")) is None
+
+
 def grid(out: Path, test_conf: Path, launcher: list[str], tasks: list[str], resolution: int) -> None:
     """The toyface experiments (plus the failing one) × two ICE solvers with a launcher; the report has
     every finished job in its cell and lists the failed ones."""

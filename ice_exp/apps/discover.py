@@ -70,7 +70,8 @@ def record_failure(cfg: DictConfig, out_dir: Path, error: BaseException) -> Path
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """One run; returns the largest principal angle to the truth (a sweeper's objective) when known."""
+    """One run; returns its ``optimized_metric`` (a sweeper's objective: default the largest principal angle to
+    the truth) when the run has it."""
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     stop.install()
@@ -94,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("%s", results_table(f"results of {' '.join([cfg.name, *swept_overrides()])}{job}:", metrics))
     for warning in advice(metrics):
         log.warning("%s%s", warning, job)
-    return metrics.get("gt/principal_angle_max_deg")
+    return metrics.get(cfg.optimized_metric) if cfg.optimized_metric else None
 
 
 if __name__ == "__main__":
