@@ -7,7 +7,8 @@ the trust score without ground truth (trust/agreement: how much of each answer t
 solutions hold), with its rank correlation to the true purity over all cases and methods.
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
-(``--methods recommended,consensus`` for some of the columns only)
+(``--methods recommended,consensus`` for some of the columns only; ``--overrides "<run overrides>"`` for
+another tier's analyzers, e.g. the trained BiSeNet and FAN: experiments/trained_analyzers/RESULTS.md)
 
 The same numbers as ``ice-exp -cn tiers -m`` runs for these columns, at a fraction of the cost: the 16 faces'
 Grams are computed once (engine.cache_dir, $ICE_EXP_CACHE) and every solver reads them. Prints one line per
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -36,10 +38,11 @@ PEERS = ("resefa", "lowrankgan", "sefa", "ganspace")  # conf/solver names, their
 METHODS = ("recommended", "consensus", *PEERS)
 
 
-def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, float]]:
+def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = METHODS,
+         overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
-                                          f"generator.curvature={curvature}"])
+                                          f"generator.curvature={curvature}", *overrides])
     setup = build_setup(cfg)
     faces = [setup.grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
 
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curvatures", default="0,0.3,1", help="comma-separated generator.curvature values (the tiers)")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated columns (default: all: {','.join(METHODS)})")
+    p.add_argument("--overrides", default="", help="further run overrides for every case (another tier's analyzers)")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
     args = p.parse_args(argv)
     if unknown := set(args.methods.split(",")) - set(METHODS):
@@ -79,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     for curvature in (float(c) for c in args.curvatures.split(",")):
         for world in range(first, last + 1):
             for task in args.tasks.split(","):
-                scores = case(task, world, curvature, tuple(args.methods.split(",")))
+                scores = case(task, world, curvature, tuple(args.methods.split(",")), tuple(shlex.split(args.overrides)))
                 ceiling = next(iter(scores.values()))  # the same for every method
-                row = {"task": task, "world": world, "curvature": curvature, "scores": scores}
+                row = {"task": task, "world": world, "curvature": curvature, "overrides": args.overrides, "scores": scores}
                 rows.append(row)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
