@@ -14,7 +14,7 @@ run: .venv/.installed  ## discover the default subspace on toyface (add ARGS="ke
 
 test: .venv/.installed  ## lint, then the CPU test suite (no GPU, W&B disabled)
 	$(PY) -m ruff check .
-	WANDB_MODE=disabled $(PY) -m pytest -q $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-slow: .venv/.installed
 	WANDB_MODE=disabled $(PY) -m pytest -q -m slow $(ARGS)

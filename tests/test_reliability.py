@@ -3,6 +3,7 @@ specific message (docs/reliability.md lists them)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -83,7 +84,8 @@ def test_a_run_with_an_unreachable_wandb_finishes_with_all_its_results(unreachab
                       "samples.eval_num=1")
     with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
         metrics = run(cfg, tmp_path)
-    assert metrics and (tmp_path / "subspace.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["gt/dim_found"] == metrics["gt/dim_found"] == 3
+    assert (tmp_path / "subspace.safetensors").is_file()
     assert any("wandb sync" in r.getMessage() for r in caplog.records)
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "the metrics are kept for `wandb sync`"
 

@@ -62,7 +62,8 @@ def test_loss_decreases_and_the_record_says_how(trained, name: str) -> None:
     assert record["steps"] == len(curve) == TINY[name]["steps"] and record["faces"] == 8
     assert np.mean(curve[-2:]) < 0.8 * np.mean(curve[:2])
     assert record["net"] == TINY[name] and record["data"]["worlds"] == 2
-    assert record["train_seconds"] > 0 and record["cpu_seconds"] > 0
+    assert record["total_seconds"] == pytest.approx(record["render_seconds"] + record["train_seconds"], abs=1e-9)
+    assert record["threads"] == torch.get_num_threads() and record["accelerator"] == "cpu"
 
 
 def test_second_call_reads_the_cache_and_other_settings_train_again(trained, monkeypatch) -> None:
@@ -140,7 +141,8 @@ def test_the_oracles_score_perfectly_on_drawn_classes_only() -> None:
 def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
     for decoding in ("soft_relu", "soft_sum", "soft_local", "hard"):
-        assert summary[f"px/{decoding}/mean"]["worst"] >= summary[f"px/{decoding}/mean"]["median"] > 0
+        error = summary[f"px/{decoding}/mean"]
+        assert 0 < error["median"] <= error["worst"] < TINY_FACES.resolution  # a finite error, inside the frame
         assert {f"nme_{decoding}/{group}" for group in LANDMARK_GROUPS} <= set(summary)
     assert summary["nme_soft_relu/all"] == pytest.approx(summary["nme/all"])  # the wrapper decodes so
     assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
