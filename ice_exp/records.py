@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ice_exp.files import atomic_write
 from ice_exp.stop import Stopped
 
 COMPLETED = "completed"
@@ -24,10 +25,9 @@ def failed_status(stage: str, error: BaseException) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Written atomically (a reader never sees half a file, a kill never leaves one)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    partial.replace(path)
+    """Written atomically (ice_exp.files.atomic_write)."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def update_json(path: Path, values: dict[str, Any]) -> None:

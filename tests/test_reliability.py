@@ -281,3 +281,19 @@ def test_a_fan_of_other_depth_is_named_by_its_depth(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="FAN 2D landmarks \\(2 hourglass modules\\)") as error:
         fan(path, num_modules=2)
     assert "2DFAN-4" not in str(error.value)
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_one(tmp_path) -> None:
+    from ice_exp.files import atomic_write
+    from ice_exp.records import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"gt/pass": 1})
+
+    def dies_halfway(tmp: Path) -> None:
+        tmp.write_text('{"gt/pa')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_halfway)
+    assert json.loads(path.read_text()) == {"gt/pass": 1} and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,6 +41,7 @@ from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.fan import fan
 from ice_exp.analyzers.parsers import bisenet
 from ice_exp.counterfactual.toyface_attr import cache_key, cache_root
+from ice_exp.files import atomic_write
 from ice_exp.generators.toyface import factors as toyface_factors
 from ice_exp.generators.toyface import generator as toyface_generator
 from ice_exp.generators.toyface import oracles as toyface_oracles
@@ -126,9 +126,7 @@ def trained_weights(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accel
     trained, record = train(net, data, seed, accelerator)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path.parent / "record.json", {**record, **spec, "file": path.name})
-    partial = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save(trained.state_dict(), partial)
-    os.replace(partial, path)
+    atomic_write(path, lambda tmp: torch.save(trained.state_dict(), tmp))
     log.info("%s: trained in %.0f s (rendering %.0f s), loss %.4g -> %.4g; %s", net["name"], record["total_seconds"],
              record["render_seconds"], record["loss_curve"][0], record["loss_curve"][-1], path)
     return path

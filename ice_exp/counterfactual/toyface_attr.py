@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryAccuracy
 
 from ice_exp.counterfactual.classifiers import Classifier, ImageTransform
+from ice_exp.files import atomic_write
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface import factors as toyface_factors
 from ice_exp.generators.toyface import generator as toyface_generator
@@ -206,9 +207,8 @@ def toyface_attr(rule: dict[str, float], generator_seed: int = 0, resolution: in
         log.info("training toyface_attr (%s) -> %s", rule, path)
         net, record = train_toyface_attr(rule, generator_seed, resolution, settings, threshold)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"record": json.dumps(record)})
-        os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
+        tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"record": json.dumps(record)}))
     if record["held_out_accuracy"] < min_accuracy:
         log.warning("toyface_attr: held-out accuracy %.3f is below %.2f", record["held_out_accuracy"], min_accuracy)
     log.info("toyface_attr: accuracy %.3f held out, %.3f on sampled faces (%s %s)", record["held_out_accuracy"],

@@ -34,6 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ice_exp.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +101,7 @@ class GramCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.names, self.dim = (sorted(names) if names is not None else None), dim
         if description is not None and not (self.dir / "key.json").exists():
-            _atomic_write(self.dir / "key.json", lambda p: p.write_text(json.dumps(description, indent=2, default=str)))
+            atomic_write(self.dir / "key.json", lambda p: p.write_text(json.dumps(description, indent=2, default=str)))
 
     def path(self, z: Tensor) -> Path:
         return self.dir / f"{key_of(z)}.safetensors"
@@ -140,14 +142,6 @@ class GramCache:
     def save(self, z: Tensor, grams: dict[str, Tensor]) -> None:
         tensors = {name: g.detach().cpu().contiguous() for name, g in grams.items()}
         metadata = {"sha256": tensors_sha256(tensors)}
-        _atomic_write(self.path(z), lambda p: save_file(tensors, str(p), metadata=metadata))
+        atomic_write(self.path(z), lambda p: save_file(tensors, str(p), metadata=metadata))
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same directory, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
