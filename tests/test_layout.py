@@ -1,6 +1,6 @@
 """The package layout: no import cycle between modules or between packages (a sub-package is one node, a
 top-level module its own), and the entry points in ice_exp/apps/ are imported by nothing else in the package
-(ice_exp/cli.py, __main__.py, compare.py and report.py are the aliases README and pyproject name)."""
+(ice_exp/__main__.py, ``python -m ice_exp``, runs the discovery app)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ice_exp"
-ENTRY_ALIASES = {"ice_exp.cli", "ice_exp.__main__", "ice_exp.compare", "ice_exp.report"}  # README's names of the apps
+ENTRY_ALIASES = {"ice_exp.__main__"}  # python -m ice_exp
 
 
 def module_name(path: Path) -> str:

@@ -4,7 +4,7 @@
 ``python -m experiments.peers.worlds --rows a.csv b.csv ...``: the table of rows written before (one run per world,
 e.g. experiments/peers/results/), nothing recomputed.
 
-Each (task, world) is one ``ice-compare`` run (``ice_exp.compare.compare``) with the task's recommended
+Each (task, world) is one ``ice-compare`` run (``ice_exp.comparison.compare``) with the task's recommended
 criteria and samples (experiment=toyface/<task>): the Grams once, then every solver, each solution cut to the
 task's true dimension (the fair count for solvers that return a fixed number). Gram files are cached
 (``--cache``), so the world protocol's runs and this one share them. Writes peers_worlds.md / .csv.

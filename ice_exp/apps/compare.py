@@ -1,4 +1,4 @@
-"""``ice-compare`` (= ``python -m ice_exp.compare [overrides]``): every solver on the same task, scored alike,
+"""``ice-compare`` (= ``python -m ice_exp.apps.compare [overrides]``): every solver on the same task, scored alike,
 in one table (ice_exp.comparison; config: conf/compare.yaml). The config is checked before torch is imported."""
 from __future__ import annotations
 
