@@ -15,6 +15,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2", "counterfactual.enabled=false"]
+TINY = ["generator.resolution=32", "samples.indices=[0]"]  # the smallest toyface run: 32 px, one training face
 
 
 def make_config(*overrides: str, small: bool = True) -> DictConfig:

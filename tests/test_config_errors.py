@@ -21,11 +21,10 @@ from ice_exp.config import CONF_DIR
 from ice_exp.counterfactual.search import SearchConfig
 from ice_exp.discovery import run
 from ice_exp.engine import grams
-from tests.conftest import make_config
+from tests.conftest import TINY, make_config
 
 REPO = Path(CONF_DIR).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-TINY = ["generator.resolution=32", "samples.indices=[0]"]
 CELEBA = ["counterfactual.enabled=true", "classifier=celeba_attr_resnet50"]
 
 # (overrides, the key the message names, the allowed values it states)

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 from ice_exp.apps.discover import advice, results_table
-from tests.test_config_errors import REPO, TINY
+from tests.conftest import TINY
+from tests.test_config_errors import REPO
 
 
 def test_a_run_prints_its_results_table_and_no_library_chatter(tmp_path):

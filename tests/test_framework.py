@@ -16,7 +16,7 @@ from ice_exp.discovery import run
 from ice_exp.linalg import principal_angles
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection, LateProjection, null_intersection
-from tests.conftest import make_config
+from tests.conftest import TINY, make_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,13 +134,13 @@ def test_two_process_ddp_gives_the_same_results(tmp_path):
 def test_wandb_offline_run_is_recorded_without_an_api_key(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = make_config("logger=wandb", "generator.resolution=32", "samples.indices=[0]", "samples.eval_num=1")
+    cfg = make_config("logger=wandb", *TINY, "samples.eval_num=1")
     run(cfg, tmp_path)
     records = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(records) == 1 and records[0].stat().st_size > 0
 
 
 def test_reduced_precision_run_reports_its_measured_error(tmp_path):
-    metrics = run(make_config("engine.precision=bf16", "generator.resolution=32", "samples.indices=[0]"), tmp_path)
+    metrics = run(make_config("engine.precision=bf16", *TINY), tmp_path)
     angles = [v for k, v in metrics.items() if k.startswith("engine/precision_angle_deg/")]
     assert len(angles) == 2 and all(0 < a < 20 for a in angles), angles  # bf16 moves the eigenspaces, a little

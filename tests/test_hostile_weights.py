@@ -24,7 +24,7 @@ from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_r
 from ice_exp.discovery import run
 from ice_exp.engine import grams
 from ice_exp.generators.stylegan2 import build_stylegan2, load_generator
-from tests.conftest import make_config
+from tests.conftest import TINY, make_config
 from tests.test_config_errors import ENV, REPO
 
 MARK = 88  # the byte the payload writes
@@ -197,7 +197,7 @@ def test_a_run_given_a_hostile_archive_under_any_path_key_stops_naming_it(key, m
     monkeypatch.setattr(grams, "sample_grams", no_compute)
     path = weights_and_payload(tmp_path / "weights.pkl", marker, LOADERS["fan"][1])
     with pytest.raises(CheckpointError, match="__setstate__") as error:
-        run(make_config("generator.resolution=32", "samples.indices=[0]", *PATH_KEYS[key], f"{key}={path}"), tmp_path / "run")
+        run(make_config(*TINY, *PATH_KEYS[key], f"{key}={path}"), tmp_path / "run")
     assert str(path) in str(error.value) and untouched(marker)
 
 

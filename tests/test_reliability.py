@@ -77,10 +77,10 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
 def test_a_run_with_an_unreachable_wandb_finishes_with_all_its_results(unreachable_wandb, tmp_path, monkeypatch,
                                                                        caplog) -> None:
     from ice_exp.discovery import run
-    from tests.conftest import make_config
+    from tests.conftest import TINY, make_config
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    cfg = make_config("logger=wandb", "logger.init_timeout=2", "generator.resolution=32", "samples.indices=[0]",
+    cfg = make_config("logger=wandb", "logger.init_timeout=2", *TINY,
                       "samples.eval_num=1")
     with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
         metrics = run(cfg, tmp_path)

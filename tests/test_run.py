@@ -20,11 +20,10 @@ from ice_exp.discovery import run
 from ice_exp.engine import grams
 from ice_exp.engine.cache import tensors_sha256
 from ice_exp.records import failed_status
-from tests.conftest import make_config
+from tests.conftest import TINY, make_config
 
 REPO = Path(CONF_DIR).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-TINY = ["generator.resolution=32", "samples.indices=[0]"]
 def test_a_run_records_its_status_completed(tmp_path):
     metrics = run(make_config(*TINY), tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())

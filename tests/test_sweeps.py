@@ -35,7 +35,8 @@ from ice_exp.tracking import artifact_name, close, default_group, make_logger, s
 from tests.conftest import table_rows
 
 REPO = Path(CONF_DIR).parent
-TINY = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]
+# a sweep job as the CLI runs it here: no logger, no bars, one held-out face, no explanation
+QUIET_JOB = ["logger=none", "samples.eval_num=1", "trainer.enable_progress_bar=false", "counterfactual.enabled=false"]
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
 SOLVERS = {"early_projection": "EarlyProjection", "late_projection": "LateProjection"}
 EMPTY_REGION = "lip_color's activate term on the hat region, which toyface never draws: check_nonempty fails at run time"
@@ -65,7 +66,7 @@ def ice_exp(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def sweep(out: Path, test_conf: Path, *overrides: str, jobs: int, failed: int) -> Path:
     """Run the sweep; it exits non-zero when a job failed, with one summary line naming the counts."""
-    proc = ice_exp("-m", *TINY, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)
+    proc = ice_exp("-m", *QUIET_JOB, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)
     assert proc.returncode == (1 if failed else 0), proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = f"sweep {out}: {jobs} jobs, {jobs - failed} finished, {failed} failed or unfinished"
     assert summary in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
@@ -150,7 +151,7 @@ def hydra_job(tmp_path):
     """A composed job config with HydraConfig set as a launcher sets it (mode, output dir, job number)."""
     def make(mode: RunMode, *overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=TINY + list(overrides), return_hydra_config=True)
+            cfg = compose("config", overrides=QUIET_JOB + list(overrides), return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.mode, cfg.hydra.runtime.output_dir, cfg.hydra.job.num = mode, str(tmp_path / "job"), 3
         HydraConfig.instance().set_config(cfg)
@@ -508,7 +509,7 @@ def test_a_slurm_sweep_as_a_user_types_it(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, **stand_in_slurm(tmp_path / "bin", tmp_path / "submitted", out), "OMP_NUM_THREADS": "1",
            "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", *TINY, "generator.resolution=32",
+    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", *QUIET_JOB, "generator.resolution=32",
                            "samples.indices=[0]", "seed=0,1", f"hydra.sweep.dir={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -526,7 +527,7 @@ def test_a_slurm_ddp_job_gets_one_task_per_process(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, **stand_in_slurm(tmp_path / "bin", tmp_path / "submitted", out), "OMP_NUM_THREADS": "1",
            "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", "trainer=ddp_cpu", *TINY,
+    proc = subprocess.run([sys.executable, "-m", "ice_exp", "-m", "hydra/launcher=slurm", "trainer=ddp_cpu", *QUIET_JOB,
                            "generator.resolution=32", "samples.indices=[0,1]", f"hydra.sweep.dir={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -607,7 +608,7 @@ def test_wandb_run_name_says_what_the_sweep_varies(hydra_job, tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir()  # the sweeper's record of its command line, as Hydra's basic sweeper writes it
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
-        *TINY, "solver=sefa,lowrankgan", "seed=range(3)", "space=s"]}}}))
+        *QUIET_JOB, "solver=sefa,lowrankgan", "seed=range(3)", "space=s"]}}}))
     hydra_job(RunMode.MULTIRUN, f"hydra.sweep.dir={sweep}", "solver=sefa", "seed=1", "space=s")
     assert swept_overrides() == ["solver=sefa", "seed=1"]
     hydra_job(RunMode.RUN, "solver=sefa")

@@ -19,9 +19,10 @@ from omegaconf import DictConfig, open_dict
 from ice_exp.config import CONF_DIR
 from ice_exp.discovery import run
 from ice_exp.stop import Stopped
+from tests import conftest
 from tests.conftest import table_rows
 
-TINY = ["generator.resolution=32", "samples.indices=[0]", "samples.eval_num=2", "trainer.enable_progress_bar=false"]
+TINY = [*conftest.TINY, "samples.eval_num=2", "trainer.enable_progress_bar=false"]
 EXPLAIN = ["counterfactual.num_samples=3", "counterfactual.target_class=flip", "counterfactual.iterations=2",
            "counterfactual.grid_samples=2", "counterfactual.tile=32", "classifier.resolution=32", "classifier.min_accuracy=0",
            "classifier.train={samples: 128, held_out: 64, epochs: 1, batch_size: 64, lr: 3.0e-3, seed: 0}"]
