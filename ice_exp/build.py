@@ -128,6 +128,7 @@ class Setup:
     z_train: Tensor  # [N, z_dim] the samples whose JᵀJ are accumulated
     z_eval: Tensor  # [M, z_dim] held-out samples (M may be 0)
     truth: list[str] | None  # the true factor group (toyface)
+    weights_sha256: dict[str, str]  # the generator's and analyzers' weight files (run_info.json)
 
 
 def build_setup(cfg: DictConfig) -> Setup:
@@ -141,7 +142,10 @@ def build_setup(cfg: DictConfig) -> Setup:
     grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
     z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
     z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
-    return Setup(space, generator, analyzers, terms, grams, z_train, z_eval, truth_factors(cfg, generator))
+    checksums = generator.weight_checksums()
+    for model in analyzers.modules():
+        checksums.update(getattr(model, "weight_checksums", dict)())
+    return Setup(space, generator, analyzers, terms, grams, z_train, z_eval, truth_factors(cfg, generator), checksums)
 
 
 @dataclass
@@ -153,7 +157,6 @@ class Discovery(Setup):
     classifier: Classifier | None  # the explained classifier (rank 0, counterfactual stage enabled)
     logger: Run | None  # the W&B run, started here (rank 0 only)
     meta: dict[str, Any]  # what subspace.safetensors records
-    weights_sha256: dict[str, str]
 
 
 def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
@@ -165,13 +168,9 @@ def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
     meta = {"space": setup.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
             "generator": cfg.generator._target_, "world": cfg.generator.get("seed"),  # toyface's world; None elsewhere
             "config_hash": config_hash(resolved)}
-    checksums = setup.generator.weight_checksums()
-    for model in setup.analyzers.modules():
-        checksums.update(getattr(model, "weight_checksums", dict)())
     rank_zero, explaining = is_rank_zero(), bool(cfg.get("counterfactual") and cfg.counterfactual.enabled)
     classifier = instantiated(cfg.classifier, _convert_="all") if rank_zero and explaining else None
     tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{setup.space}", f"criteria:{cfg.criteria.name}",
             f"solver:{cfg.solver._target_.split('.')[-1]}"]
     logger = make_logger(resolved.get("logger"), out_dir or Path("."), cfg.name, tags, resolved) if rank_zero else None
-    return Discovery(**vars(setup), cfg=cfg, solver=solver, classifier=classifier, logger=logger, meta=meta,
-                     weights_sha256=checksums)
+    return Discovery(**vars(setup), cfg=cfg, solver=solver, classifier=classifier, logger=logger, meta=meta)

@@ -27,16 +27,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ice_exp.analyzers import Analyzers
-from ice_exp.build import accumulation_trainer, build_setup, compose_solver, is_rank_zero
+from ice_exp.build import Setup, accumulation_trainer, build_setup, compose_solver, is_rank_zero
 from ice_exp.counterfactual.measures import region_mask
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.evaluation import evaluate, ground_truth, random_directions
 from ice_exp.face_parts import landmark_group
 from ice_exp.generators.base import Generator
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
+from ice_exp.outputs import claim, config_hash, start_record
 from ice_exp.progress import bar_disable
-from ice_exp.records import write_json
-from ice_exp.solvers.base import Problem, Solution, views_of
+from ice_exp.records import COMPLETED, RunStatus, write_json
+from ice_exp.solvers.base import Problem, Solution, Solver, views_of
 from ice_exp.solvers.ice import EarlyProjection
 from ice_exp.tables import markdown, write_csv
 from ice_exp.terms import Terms
@@ -106,53 +107,66 @@ def locality_target(cfg: DictConfig) -> tuple[dict[str, Any], list[int] | None]:
 def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """Build the task, solve it with every solver, score each, write the table to ``out_dir``; returns one row
     per solver (none on DDP ranks above 0). ``overrides`` are the command line's (its ``solver.<key>=`` ones
-    reach every solver). The W&B run (job type ``compare``) starts before the build and ends after the table,
-    as failed when a stage raises or SIGTERM stops the comparison (``tracking.tracked``)."""
+    reach every solver). The folder's records are a discovery run's (config_resolved.yaml, run_info.json with
+    its status: ``running``, ``failed:<stage>`` or ``completed``); the W&B run (job type ``compare``) starts
+    before the build and ends after the table, as failed when a stage raises or SIGTERM stops the comparison."""
+    status = RunStatus(out_dir if is_rank_zero() else None)
+    if status.out_dir is not None:
+        claim(status.out_dir)
     logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
                          OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare") \
-        if out_dir is not None and is_rank_zero() else None
+        if status.out_dir is not None else None
     with tracked(logger):
-        rows = solve_and_score(cfg, overrides or [])
-        if rows and out_dir is not None:
-            write_table(rows, out_dir, cfg, logger)
+        with status.stage("build"):
+            task = build_setup(cfg)
+            solvers = {name: instantiate(compose_solver(name, overrides or [])) for name in cfg.compare.solvers}
+            if status.out_dir is not None:
+                start_record(status.out_dir, cfg, config_hash(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
+                             task.weights_sha256)
+        rows = solve_and_score(cfg, task, solvers, status)
+        with status.stage("write"):
+            if rows and out_dir is not None:
+                write_table(rows, out_dir, cfg, logger)
+                status.set(COMPLETED)
     return rows
 
 
-def solve_and_score(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
-    """One row per solver of ``cfg.compare.solvers`` and the random baseline (none on DDP ranks above 0)."""
-    task = build_setup(cfg)
-    solvers = {name: instantiate(compose_solver(name, overrides)) for name in cfg.compare.solvers}
+def solve_and_score(cfg: DictConfig, task: Setup, solvers: dict[str, Solver], status: RunStatus) -> list[dict[str, Any]]:
+    """One row per solver of ``solvers`` and the random baseline (none on DDP ranks above 0)."""
     region, group = locality_target(cfg)
     steps = [float(s) * cfg.viz.magnitude for s in cfg.compare.steps]
     generator, terms, space, z_eval = task.generator, task.terms, task.space, task.z_eval
 
     started = time.perf_counter()
-    grams = accumulate(task.grams, task.z_train, accumulation_trainer(cfg.trainer),
-                       views_of(list(solvers.values()), task.terms, task.generator, task.space))
+    with status.stage("accumulate"):
+        grams = accumulate(task.grams, task.z_train, accumulation_trainer(cfg.trainer),
+                           views_of(list(solvers.values()), task.terms, task.generator, task.space))
     if grams is None:  # a DDP rank above 0: rank 0 compares
         return []
     problem = Problem.of(grams, terms, generator, space)
     grams_s = time.perf_counter() - started
     rows = []
     bar = tqdm([*solvers.items(), ("random", None)], desc="comparing solvers", unit="solver", disable=bar_disable(), leave=False)
-    for name, solver in bar:
-        bar.set_postfix_str(name, refresh=False)
-        started = time.perf_counter()
-        if solver is None:
-            count = max(1, EarlyProjection()(problem).directions.shape[1])
-            solution = Solution(torch.zeros(count, dtype=torch.float64), random_directions(problem.activate.shape[0], count, cfg.seed + 1))
-        else:
-            solution = solver(problem)
-        solution = solution.first(cfg.compare.max_directions or None)
-        row: dict[str, Any] = {"solver": name, "directions": solution.directions.shape[1],
-                               "solve_s": time.perf_counter() - started, "grams_s": grams_s}
-        if solution.directions.shape[1]:
-            row.update(evaluate(generator, terms, space, solution, z_eval))
-            if task.truth:
-                row.update(ground_truth(generator, space, task.truth, solution, problem, z_eval))
-            row.update(edit_scores(generator, terms, task.analyzers, space, solution.directions, z_eval, steps, region, group))
-        rows.append(row)
-        log.info("%s: %d directions in %.2f s", name, row["directions"], row["solve_s"])
+    with status.stage("solve"):
+        for name, solver in bar:
+            bar.set_postfix_str(name, refresh=False)
+            started = time.perf_counter()
+            if solver is None:
+                count = max(1, EarlyProjection()(problem).directions.shape[1])
+                solution = Solution(torch.zeros(count, dtype=torch.float64),
+                                    random_directions(problem.activate.shape[0], count, cfg.seed + 1))
+            else:
+                solution = solver(problem)
+            solution = solution.first(cfg.compare.max_directions or None)
+            row: dict[str, Any] = {"solver": name, "directions": solution.directions.shape[1],
+                                   "solve_s": time.perf_counter() - started, "grams_s": grams_s}
+            if solution.directions.shape[1]:
+                row.update(evaluate(generator, terms, space, solution, z_eval))
+                if task.truth:
+                    row.update(ground_truth(generator, space, task.truth, solution, problem, z_eval))
+                row.update(edit_scores(generator, terms, task.analyzers, space, solution.directions, z_eval, steps, region, group))
+            rows.append(row)
+            log.info("%s: %d directions in %.2f s", name, row["directions"], row["solve_s"])
     return rows
 
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ice_exp.build import Discovery, accumulation_trainer, build, is_rank_zero
@@ -22,7 +21,7 @@ from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import precision_angles
 from ice_exp.evaluation import score
 from ice_exp.linalg import principal_angles
-from ice_exp.outputs import claim, save_subspace, versions
+from ice_exp.outputs import claim, save_subspace, start_record
 from ice_exp.records import COMPLETED, RunStatus, write_json
 from ice_exp.solvers.base import Problem, Solution, views_of
 from ice_exp.tracking import log_run, numeric, tracked
@@ -40,7 +39,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     with status.stage("build"):
         built = build(cfg, out_dir)
         if status.out_dir is not None:
-            start_record(status.out_dir, built)
+            start_record(status.out_dir, cfg, built.meta["config_hash"], built.weights_sha256)
     with tracked(built.logger):  # the W&B run ends as failed when a stage raises or SIGTERM stops the run
         return discover(cfg, out_dir, built, status)
 
@@ -99,16 +98,6 @@ def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: Ru
 
                 log_explanation(built.logger, rows, out_dir / "counterfactual")
     return metrics
-
-
-def start_record(out_dir: Path, run: Discovery) -> None:
-    """The resolved config and run_info.json (config hash, seeds, samples, versions, weight checksums),
-    status ``running``."""
-    OmegaConf.save(run.cfg, out_dir / "config_resolved.yaml", resolve=True)
-    write_json(out_dir / "run_info.json", {
-        "status": "running", "config_hash": run.meta["config_hash"], "seed": run.cfg.seed,
-        "samples": OmegaConf.to_container(run.cfg.samples, resolve=True), "versions": versions(),
-        "weights_sha256": run.weights_sha256, "torch_threads": torch.get_num_threads()})
 
 
 def write_discovery(out_dir: Path, run: Discovery, problem: Problem, solution: Solution, metrics: dict[str, Any]) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, safe_open, save_file
 
+from ice_exp.records import write_json
 from ice_exp.solvers.base import Solution
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core", "omegaconf", "numpy",
@@ -55,7 +57,17 @@ def versions() -> dict[str, str]:
     return out
 
 
-RESULTS = ("subspace.safetensors", "metrics.json")  # a folder holding one of these holds a run's results
+RESULTS = ("subspace.safetensors", "metrics.json", "compare.json")  # a folder holding one of these holds a run's results
+
+
+def start_record(out_dir: Path, cfg: DictConfig, config_hash: str, weights_sha256: dict[str, str]) -> None:
+    """The resolved config and run_info.json (config hash, seeds, samples, versions, weight checksums),
+    status ``running``: what makes a run reproducible, written before its work starts."""
+    OmegaConf.save(cfg, out_dir / "config_resolved.yaml", resolve=True)
+    write_json(out_dir / "run_info.json", {
+        "status": "running", "config_hash": config_hash, "seed": cfg.seed,
+        "samples": OmegaConf.to_container(cfg.samples, resolve=True), "versions": versions(),
+        "weights_sha256": weights_sha256, "torch_threads": torch.get_num_threads()})
 
 
 def claim(out_dir: Path) -> None:

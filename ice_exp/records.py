@@ -83,7 +83,7 @@ def read_status(folder: Path) -> RunRecord:
     """The run's status from failure.json (written by ``ice-exp -m``), metrics.json and run_info.json: a
     failure record or a recorded ``failed:<stage>`` / ``running`` status is not finished, nor is a folder
     with no record (``unfinished``) or an unreadable one; a metrics.json without a status is ``completed``
-    (runs older than the status)."""
+    (runs older than the status), as is a run_info.json that says so without a metrics.json (ice-compare)."""
     try:
         failure, metrics, info = (_json(folder / name) for name in ("failure.json", "metrics.json", "run_info.json"))
     except json.JSONDecodeError as error:  # a job killed while writing
@@ -91,8 +91,8 @@ def read_status(folder: Path) -> RunRecord:
     recorded = (metrics or {}).get("status") or (info or {}).get("status")
     if failure is not None:
         return RunRecord(recorded if recorded and recorded.startswith("failed") else "failed", failure=failure)
-    if metrics is not None and recorded in (None, COMPLETED):
-        return RunRecord(COMPLETED, metrics=metrics)
+    if recorded == COMPLETED or (metrics is not None and recorded is None):
+        return RunRecord(COMPLETED, metrics=metrics or {})  # a comparison's results are in compare.json
     if recorded is not None and recorded != COMPLETED:
         error = (metrics or {}).get("error") or (info or {}).get("error") or "stopped before the end (killed or still running)"
         return RunRecord(recorded, failure={"error_type": recorded, "message": error})

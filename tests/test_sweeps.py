@@ -64,6 +64,25 @@ def ice_exp(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def test_a_comparison_sweep_keeps_the_run_protocol(tmp_path):
+    """ice-compare -m: each job's folder has a run's records (config_resolved.yaml, run_info.json with its status,
+    versions), a job with a bad value its failure.json while the other jobs go on, and the sweep counts
+    both and exits 1, as ice-exp's do."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "ice_exp.apps.compare", "-m", *QUIET_JOB, "generator.resolution=32",
+                           "samples.indices=[0],[99]", "compare.solvers=[early_projection]", "engine.cache_dir=null",
+                           f"hydra.sweep.dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"sweep {out}: 2 jobs, 1 finished, 1 failed or unfinished" in proc.stderr
+    done, bad = out / "0_mouth_shape", out / "1_mouth_shape"
+    info = json.loads((done / "run_info.json").read_text())
+    assert info["status"] == "completed" and "torch" in info["versions"] and (done / "config_resolved.yaml").is_file()
+    assert (done / "compare.md").is_file() and not (done / "failure.json").exists()
+    failure = json.loads((bad / "failure.json").read_text())
+    assert failure["error_type"] == "ConfigError" and "samples.indices" in failure["message"]
+
+
 def sweep(out: Path, test_conf: Path, *overrides: str, jobs: int, failed: int) -> Path:
     """Run the sweep; it exits non-zero when a job failed, with one summary line naming the counts."""
     proc = ice_exp("-m", *QUIET_JOB, f"hydra.sweep.dir={out}", f"hydra.searchpath=[file://{test_conf}]", *overrides)

@@ -1,25 +1,25 @@
 """``ice-explain run_dirs=[outputs/a/<time>,outputs/b/<time>]``: explain a classifier inside the subspaces of
-finished discovery runs (ice_exp.explain_runs; config: conf/explain.yaml). The config is checked
-before torch is imported."""
+finished discovery runs (ice_exp.explain_runs; config: conf/explain.yaml), with the protocol every app
+shares (ice_exp/apps/protocol.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ice_exp.config import CONF_DIR, check_config
-from ice_exp.console import quiet_library_warnings
+from ice_exp.apps.protocol import run_job
+from ice_exp.config import CONF_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
 def main(cfg: DictConfig) -> None:
-    quiet_library_warnings()
-    check_config(cfg)
+    run_job(cfg, lambda out_dir: explanation(cfg, out_dir))
+
+
+def explanation(cfg: DictConfig, out_dir: Path) -> None:
     from ice_exp.explain_runs import explain_runs  # torch: only after the config passed its checks
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     explain_runs(cfg, out_dir)
     print((out_dir / "table.md").read_text())
 
