@@ -167,7 +167,7 @@ def build(cfg: DictConfig, out_dir: Path | None) -> Discovery:
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     meta = {"space": setup.space, "criteria": cfg.criteria.name, "solver": cfg.solver._target_,
             "generator": cfg.generator._target_, "world": cfg.generator.get("seed"),  # toyface's world; None elsewhere
-            "config_hash": config_hash(resolved)}
+            "config_hash": config_hash(resolved), "criteria_hash": config_hash(resolved["criteria"])[:8]}
     rank_zero, explaining = is_rank_zero(), bool(cfg.get("counterfactual") and cfg.counterfactual.enabled)
     classifier = instantiated(cfg.classifier, _convert_="all") if rank_zero and explaining else None
     tags = [f"generator:{cfg.generator._target_.split('.')[-1]}", f"space:{setup.space}", f"criteria:{cfg.criteria.name}",

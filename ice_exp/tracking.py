@@ -130,10 +130,12 @@ def _valid(text: str) -> str:
 
 
 def artifact_name(meta: dict[str, Any]) -> str:
-    """``subspace-<generator class>[-world<generator seed>]-<criteria name>-<space>-<solver class>`` from a
-    subspace's meta: reruns of one solver on one task and world stack as versions, the rest stay apart."""
+    """``subspace-<generator class>[-world<generator seed>]-<criteria name>.<criteria hash>-<space>-<solver class>``
+    from a subspace's meta: reruns of one solver on one criteria config and world stack as versions, the rest
+    stay apart (two criteria configs of one task, e.g. mouth_shape and mouth_shape_pixels, share their name)."""
     world = [f"world{meta['world']}"] if meta.get("world") is not None else []
-    parts = ["subspace", meta["generator"].rsplit(".", 1)[-1], *world, meta["criteria"], meta["space"],
+    criteria = ".".join([meta["criteria"], *([meta["criteria_hash"]] if meta.get("criteria_hash") else [])])
+    parts = ["subspace", meta["generator"].rsplit(".", 1)[-1], *world, criteria, meta["space"],
              meta["solver"].rsplit(".", 1)[-1]]
     return _valid("-".join(map(str, parts)))
 

@@ -634,17 +634,18 @@ def test_wandb_run_name_says_what_the_sweep_varies(hydra_job, tmp_path):
     assert swept_overrides() == []
 
 
-def test_subspace_artifact_name_separates_generator_world_task_space_and_solver():
+def test_subspace_artifact_name_separates_generator_world_criteria_space_and_solver():
     import wandb
 
     meta = {"generator": "ice_exp.generators.toyface.ToyFaceGenerator", "world": 0, "criteria": "mouth_shape", "space": "s",
-            "solver": "ice_exp.solvers.ice.EarlyProjection", "config_hash": "a1"}
-    assert artifact_name(meta) == "subspace-ToyFaceGenerator-world0-mouth_shape-s-EarlyProjection"
+            "solver": "ice_exp.solvers.ice.EarlyProjection", "config_hash": "a1", "criteria_hash": "c3"}
+    assert artifact_name(meta) == "subspace-ToyFaceGenerator-world0-mouth_shape.c3-s-EarlyProjection"
     others = [{**meta, key: value} for key, value in [("world", 1), ("space", "w"), ("criteria", "eye_shape"),
-                                                       ("solver", "ice_exp.solvers.ice.LateProjection")]]
-    assert len({artifact_name(m) for m in [meta, *others]}) == 5
+                                                       ("solver", "ice_exp.solvers.ice.LateProjection"),
+                                                       ("criteria_hash", "d4")]]  # mouth_shape_pixels: the same name
+    assert len({artifact_name(m) for m in [meta, *others]}) == 6
     assert artifact_name({**meta, "config_hash": "b2"}) == artifact_name(meta)  # reruns stack as versions
-    assert artifact_name({**meta, "world": None}) == "subspace-ToyFaceGenerator-mouth_shape-s-EarlyProjection"  # StyleGAN2
+    assert artifact_name({**meta, "world": None}) == "subspace-ToyFaceGenerator-mouth_shape.c3-s-EarlyProjection"  # StyleGAN2
     odd = artifact_name({**meta, "criteria": "lips: a/b c"})
-    assert odd == "subspace-ToyFaceGenerator-world0-lips__a_b_c-s-EarlyProjection"
+    assert odd == "subspace-ToyFaceGenerator-world0-lips__a_b_c.c3-s-EarlyProjection"
     assert wandb.Artifact(odd, type="subspace").name == odd  # W&B refuses ':', '/' and ' ' in names

@@ -176,8 +176,8 @@ def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path, mon
     assert len(table(got, media["counterfactual/table"])["data"]) == 1
 
     (artifact,) = [a for a in got["artifacts"] if a.type == "subspace"]  # beside the tables' own (run-<id>-<key>)
-    assert artifact.name == "subspace-ToyFaceGenerator-world0-mouth_shape-s-EarlyProjection"
     meta = json.loads(artifact.metadata)
+    assert artifact.name == f"subspace-ToyFaceGenerator-world0-mouth_shape.{meta['criteria_hash']}-s-EarlyProjection"
     assert set(artifact.aliases) == {"latest", f"config-{meta['config_hash']}", "seed-1"}
     assert {e.path for e in artifact.manifest.contents} >= {"subspace.safetensors", "metrics.json", "config_resolved.yaml"}
     assert got["exit_code"] == 0 and "MIDRUN-MARKER" in (got["files"] / "output.log").read_text()
