@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -142,7 +143,8 @@ def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
     for decoding in ("soft_relu", "soft_sum", "soft_local", "hard"):
         error = summary[f"px/{decoding}/mean"]
-        assert 0 < error["median"] <= error["worst"] < TINY_FACES.resolution  # a finite error, inside the frame
+        # a finite error between two points of the frame: under its diagonal
+        assert 0 < error["median"] <= error["worst"] < TINY_FACES.resolution * math.sqrt(2)
         assert {f"nme_{decoding}/{group}" for group in LANDMARK_GROUPS} <= set(summary)
     assert summary["nme_soft_relu/all"] == pytest.approx(summary["nme/all"])  # the wrapper decodes so
     assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
