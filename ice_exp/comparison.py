@@ -113,16 +113,15 @@ def compare(cfg: DictConfig, out_dir: Path | None = None, overrides: list[str] |
     status = RunStatus(out_dir if is_rank_zero() else None)
     if status.out_dir is not None:
         claim(status.out_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     logger = make_logger(cfg.logger, out_dir, f"compare-{cfg.name}", [f"criteria:{cfg.criteria.name}", f"space:{cfg.space}"],
-                         OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), job_type="compare") \
-        if status.out_dir is not None else None
+                         resolved, job_type="compare") if status.out_dir is not None else None
     with tracked(logger):
         with status.stage("build"):
             task = build_setup(cfg)
             solvers = {name: instantiate(compose_solver(name, overrides or [])) for name in cfg.compare.solvers}
             if status.out_dir is not None:
-                start_record(status.out_dir, cfg, config_hash(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
-                             task.weights_sha256)
+                start_record(status.out_dir, cfg, config_hash(resolved), task.weights_sha256)
         rows = solve_and_score(cfg, task, solvers, status)
         with status.stage("write"):
             if rows and out_dir is not None:
