@@ -12,8 +12,9 @@ ARGS ?=
 run: .venv/.installed  ## discover the default subspace on toyface (add ARGS="key=value ...")
 	$(PY) -m ice_exp $(ARGS)
 
-test: .venv/.installed  ## lint, then the CPU test suite (no GPU, W&B disabled)
+test: .venv/.installed  ## lint, the layer contracts (pyproject.toml), then the CPU test suite (no GPU, W&B disabled)
 	$(PY) -m ruff check .
+	.venv/bin/lint-imports
 	WANDB_MODE=disabled $(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-slow: .venv/.installed
@@ -25,7 +26,7 @@ bench: .venv/.installed  ## CPU benchmarks: batched vs loop JᵀJ, rendering spe
 gallery: .venv/.installed  ## the README's toyface gallery and factor strips
 	$(PY) -m ice_exp.generators.toyface.gallery --out docs $(ARGS)
 
-trained-analyzers: .venv/.installed  ## experiments/trained_analyzers/RESULTS.md: train BiSeNet + FAN, score, seven tasks, glue (~2 h CPU)
+trained-analyzers: .venv/.installed  ## experiments/results/trained_analyzers/RESULTS.md: train BiSeNet + FAN, score, seven tasks, glue (~2 h CPU)
 	$(PY) -m experiments.trained_analyzers.reproduce $(ARGS)
 
 clean:

@@ -22,7 +22,7 @@ from ice_exp.analyzers.arcface import ArcFaceIdentity, IResNet, arcface
 from ice_exp.analyzers.fan import FANLandmarker, fan, soft_argmax
 from ice_exp.analyzers.parsers import PARSENET_CLASSES, BiSeNetParser, ParseNetParser, bisenet, parsenet
 from ice_exp.checkpoints import CheckpointError
-from ice_exp.face_parts import REGIONS
+from ice_exp.common.face_parts import REGIONS
 from ice_exp.generators.base import Frame
 
 R = 48  # frame side used throughout: small, so that every network runs in well under a second

@@ -1,8 +1,8 @@
 """Every bad config value of docs/config_errors.md, one case each: it fails before any Jacobian, with a message
 that names the key and what is allowed; the apps report it within five seconds (before torch is imported).
 
-Three stages, as the docs' table: the schema (ice_exp/schema.py) when Hydra composes the config, the range
-checks (ice_exp/config.py) right after, and the models' vocabularies (regions, landmark groups, parts,
+Three stages, as the docs' table: the schema (ice_exp/config/schema.py) when Hydra composes the config, the range
+checks (ice_exp/config/checks.py) right after, and the models' vocabularies (regions, landmark groups, parts,
 criterion keys) in the build step."""
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from ice_exp import rules
-from ice_exp.config import CONF_DIR
+from ice_exp.config import CONF_DIR, rules
 from ice_exp.counterfactual.search import SearchConfig
-from ice_exp.discovery import run
 from ice_exp.engine import grams
+from ice_exp.run.discovery import run
 from tests.conftest import TINY, make_config
 
 REPO = Path(CONF_DIR).parent
@@ -72,7 +71,7 @@ MODELS = [
      "allowed keys: group, centred"),
     (["criteria.activate.criterion._target_=ice_exp.criteria.Nothing"], "criteria.activate.criterion._target_",
      "ice_exp.criteria.MaskedPixels"),
-    (["criteria.activate.criterion._target_=ice_exp.tasks.load_task"], "criteria.activate.criterion._target_",
+    (["criteria.activate.criterion._target_=ice_exp.config.task.load_task"], "criteria.activate.criterion._target_",
      "ice_exp.criteria.LandmarkGroup"),
 ]
 

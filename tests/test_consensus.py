@@ -6,15 +6,16 @@ import pytest
 import torch
 
 from ice_exp.analyzers import Analyzers
-from ice_exp.discovery import run
+from ice_exp.common.linalg import orthonormal, principal_angles
+from ice_exp.criteria.terms import build_terms
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.engine.grams import SampleGrams
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.linalg import orthonormal, principal_angles
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.run.discovery import run
 from ice_exp.solvers.base import VIEW, Problem, SuppressTerm, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
-from ice_exp.terms import build_terms
+from ice_exp.world import OracleLandmarker, OracleParser
 from tests.conftest import make_config
 from tests.test_engine import CRITERIA
 

@@ -42,10 +42,10 @@ def test_the_user_is_warned_of_an_empty_subspace_and_of_a_missed_ground_truth_ba
 def test_the_accumulation_and_evaluation_bars_say_what_they_do(capfd, monkeypatch):
     from tqdm.auto import tqdm
 
-    import ice_exp.evaluation
-    from ice_exp.build import accumulation_trainer, build_setup
+    import ice_exp.run.evaluation
     from ice_exp.engine.accumulate import accumulate
-    from ice_exp.evaluation import score
+    from ice_exp.run.build import accumulation_trainer, build_setup
+    from ice_exp.run.evaluation import score
     from ice_exp.solvers.base import Problem
     from ice_exp.solvers.ice import EarlyProjection
     from tests.conftest import make_config
@@ -56,12 +56,12 @@ def test_the_accumulation_and_evaluation_bars_say_what_they_do(capfd, monkeypatc
     trainer = accumulation_trainer(cfg.trainer)
     assert trainer["callbacks"][0].disable is None  # off without a terminal: forced on here
     trainer["callbacks"][0].disable = False
-    grams = accumulate(setup.grams, setup.z_train, trainer)
+    grams = accumulate(setup.sample_grams, setup.z_train, trainer)
     bar = capfd.readouterr().out  # Lightning's bars write to stdout
     assert "accumulating JᵀJ (samples)" in bar and "sample/s" in bar  # from its first draw: never Lightning's words
     assert "it/s" not in bar and "Validation" not in bar and "DataLoader" not in bar
     # the evaluation's bars (tqdm, on a terminal only: forced on here) name the held-out stage and count faces
-    monkeypatch.setattr(ice_exp.evaluation, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
+    monkeypatch.setattr(ice_exp.run.evaluation, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
     problem = Problem.of(grams, setup.terms, setup.generator, setup.space)
     score(setup.generator, setup.terms, setup.space, problem, EarlyProjection()(problem), setup.z_eval, setup.truth)
     bars = capfd.readouterr().err
@@ -73,7 +73,7 @@ def test_a_training_bar_counts_every_optimizer_step_under_its_name(capfd):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from ice_exp.progress import StepsBar
+    from ice_exp.common.progress import StepsBar
 
     class Quadratic(pl.LightningModule):
         def __init__(self) -> None:
@@ -102,8 +102,8 @@ def test_the_bars_are_off_in_the_jobs_of_a_parallel_sweep():
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    from ice_exp.common.progress import bar_disable
     from ice_exp.config import CONF_DIR
-    from ice_exp.progress import bar_disable
 
     def disable(launcher: str, mode: RunMode) -> bool | None:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchmetrics.classification import MultilabelAccuracy
 
-from ice_exp.build import build_analyzers
 from ice_exp.config import CONF_DIR
+from ice_exp.config.task import true_groups
 from ice_exp.counterfactual.classifiers import (
     CELEBA_ATTRIBUTES,
     CelebAAttrResNet50,
@@ -24,18 +24,17 @@ from ice_exp.counterfactual.classifiers import (
     load_celeba_classifier,
     load_checkpoint,
 )
-from ice_exp.counterfactual.explain import explain, log_explanation
+from ice_exp.counterfactual.in_subspaces import explain, log_explanation
 from ice_exp.counterfactual.measures import mnac
 from ice_exp.counterfactual.search import SearchConfig, counterfactual_search
-from ice_exp.counterfactual.toyface_attr import AttrRule
-from ice_exp.counterfactual.train_celeba import celeba, loaders, train
-from ice_exp.explain_runs import explain_runs
+from ice_exp.criteria.terms import build_terms
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.generators.toyface.factors import FACTORS
-from ice_exp.generators.toyface.tasks import TRUE_GROUPS
-from ice_exp.outputs import save_subspace
+from ice_exp.run.artifacts import save_subspace
+from ice_exp.run.build import build_analyzers
+from ice_exp.run.explanation import explain_runs
 from ice_exp.solvers.base import Solution
-from ice_exp.terms import build_terms
+from ice_exp.training.celeba import celeba, loaders, train
+from ice_exp.world.attribute import AttrRule, flippable
 
 R = 48
 CONFIDENT = 0.8  # faces explained in the truth test: the classifier is right with at least this probability
@@ -89,18 +88,14 @@ class RecordingRun:
 
 def flippable_faces(generator: ToyFaceGenerator, classifier: Classifier, rule: AttrRule, count: int):
     """Faces the classifier gets right with confidence (so not on the boundary) and whose rule decision each
-    rule factor alone can flip (moved to ±0.9): the faces on which the truth says every rule subspace, and
-    no other, flips the decision."""
+    rule factor alone can flip: the faces on which the truth says every rule subspace, and no other, flips it."""
     z = torch.randn(300, generator.z_dim, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         s = generator.encode(z, "s")
-        factors, score = generator.factors(s), rule.score(generator.factors(s))
+        factors = generator.factors(s)
         p = classifier(generator.decode(s, "s").image)[:, 0].softmax(-1)
-        agree = (p.argmax(1) == (score > 0).long()) & (p.amax(1) >= CONFIDENT)
-    towards = torch.where(score > 0, -0.9, 0.9)
-    alone = torch.stack([(score + rule.weights[n] * (towards - factors[:, FACTORS.index(n)])) * towards.sign() > 0
-                         for n in rule.weights]).all(0)
-    keep = torch.nonzero(agree & alone).flatten()[:count]
+        agree = (p.argmax(1) == rule.label(factors)) & (p.amax(1) >= CONFIDENT)
+    keep = torch.nonzero(agree & flippable(factors, rule)).flatten()[:count]
     assert len(keep) == count
     return z[keep]
 
@@ -115,7 +110,7 @@ def test_rule_subspaces_flip_the_classifier_and_rank_first(classifier, cache_dir
     cfg = explain_config(cache_dir, "counterfactual.iterations=12", "counterfactual.target_class=flip",
                          "counterfactual.norm_bound=6", "counterfactual.stop_probability=0.9")
     subspaces = {task: (Solution(torch.ones(len(group)), generator.true_subspace(group, "s")), {"space": "s"})
-                 for task, group in TRUE_GROUPS.items()}
+                 for task, group in true_groups().items()}
     analyzers = build_analyzers(main_config().analyzer)
     terms = {task: build_terms(OmegaConf.to_container(main_config(f"criteria={name}").criteria, resolve=True), analyzers)
              for task, name in CRITERIA_FILES.items()}
@@ -308,7 +303,7 @@ def test_explain_cli_reads_discovery_run_folders(classifier, cache_dir, tmp_path
         run = tmp_path / task
         run.mkdir()
         OmegaConf.save(main_config(f"criteria={CRITERIA_FILES[task]}"), run / "config_resolved.yaml", resolve=True)
-        group = TRUE_GROUPS[task]
+        group = true_groups()[task]
         save_subspace(run / "subspace.safetensors", Solution(torch.ones(len(group)), generator.true_subspace(group, "s")),
                       {"space": "s", "criteria": task})
     cfg = explain_config(cache_dir, f"run_dirs=[{tmp_path / 'mouth_shape'},{tmp_path / 'lip_color'}]",

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ice_exp.criteria.region_colour import RegionColour
-from ice_exp.generators.toyface import OracleParser, ToyFaceGenerator
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.world import OracleParser
 
 
 @pytest.mark.parametrize("soft", [False, True])

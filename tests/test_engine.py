@@ -7,18 +7,19 @@ import torch
 
 from experiments.benchmarks import per_criterion
 from ice_exp.analyzers import Analyzers
-from ice_exp.engine.accumulator import GramAccumulator
+from ice_exp.common.linalg import eigenspace_angle, principal_angles
+from ice_exp.criteria.terms import build_terms
+from ice_exp.engine.gram_mean import GramMean
 from ice_exp.engine.grams import EXACT, SampleGrams, directional_changes, sample_grams, term_fn
 from ice_exp.engine.jacobian import gram, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.engine.precision import precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
-from ice_exp.evaluation import evaluate
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.linalg import eigenspace_angle, principal_angles
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.run.evaluation import evaluate
 from ice_exp.solvers.base import Problem, Solution, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection
-from ice_exp.terms import build_terms
+from ice_exp.world import OracleLandmarker, OracleParser
 
 # mouth_shape with pixels, small enough for the loop: 40 + 96 landmark rows, 3·12² = 432 pixel rows, D = 192
 MOUTH = {"_target_": "ice_exp.criteria.LandmarkGroup", "_partial_": True, "group": "mouth", "centred": True}
@@ -148,7 +149,7 @@ def test_resume_after_kill_gives_the_same_subspace(world, tmp_path, monkeypatch)
     generator, terms, z = world
 
     def accumulate(source, samples):
-        acc = {t.name: GramAccumulator(generator.space_dim("s")) for t in terms.terms}
+        acc = {t.name: GramMean(generator.space_dim("s")) for t in terms.terms}
         for sample in samples:
             for name, g in source(sample, _u(generator, sample)).items():
                 acc[name].update(g)
@@ -240,7 +241,7 @@ def test_evaluation_from_the_cached_grams_equals_one_pass_per_probe(world, tmp_p
     direct = evaluate(generator, terms, "s", solution, z)
     cached = evaluate(generator, terms, "s", solution, z, grams=SampleGrams(generator, terms, "s", cache_dir=tmp_path))
     import ice_exp.engine.grams as grams_module
-    import ice_exp.evaluation as evaluation_module
+    import ice_exp.run.evaluation as evaluation_module
 
     monkeypatch.setattr(grams_module, "sample_grams", lambda *a, **k: pytest.fail("computed again"))
     monkeypatch.setattr(evaluation_module, "directional_changes", lambda *a, **k: pytest.fail("probed"))

@@ -1,11 +1,15 @@
 """Every toyface experiment composes, runs at a small size and meets the ground-truth bars."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
-from ice_exp.discovery import run
+from ice_exp.config.task import true_groups
+from ice_exp.counterfactual.figures import HEADER_PX
+from ice_exp.run.discovery import run
 from tests.conftest import make_config
 
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
@@ -97,7 +101,7 @@ def test_stylegan2_experiment_runs_with_random_weights(criteria, tmp_path):
 
 @pytest.mark.parametrize("task", TOYFACE_TASKS)
 def test_the_stylegan2_consensus_recipe_is_the_toyface_one_on_the_real_models(task, tmp_path, monkeypatch):
-    """Same criteria and solver as experiments/toyface/consensus/<task>; real generator and analyzers, which stop
+    """Same criteria and solver as experiments/configs/toyface/consensus/<task>; real generator and analyzers, which stop
     the run at once without their weights."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     cfg, toy = make_config(f"experiment=stylegan2/consensus/{task}"), make_config(f"experiment=toyface/consensus/{task}")
@@ -125,15 +129,20 @@ def test_stylegan2_counterfactual_stage_runs_with_a_celeba_checkpoint(tmp_path):
                       "counterfactual.enabled=true", f"classifier.path={tmp_path}", "counterfactual.num_samples=2",
                       "counterfactual.iterations=2", "counterfactual.grid_samples=2", "counterfactual.tile=32")
     metrics = run(cfg, tmp_path)
-    table = (tmp_path / "counterfactual" / "table.md").read_text()
-    assert "face_boundary" in table and "counterfactual/flip_rate" in metrics
+    table = pd.read_csv(tmp_path / "counterfactual" / "table.csv")
+    assert table["subspace"].tolist() == ["face_boundary"] and len(pd.read_csv(tmp_path / "counterfactual" / "samples.csv")) == 2
+    assert metrics["counterfactual/flip_rate"] == pytest.approx(table["flip_rate"][0], nan_ok=True)
 
 
 @pytest.mark.parametrize("name", ["spaces", "fig2_face_boundary", "fig3_gallery", "spectrum"])
 def test_toyface_figure_experiments_compose_and_run_one_job(name, tmp_path):
     """The figure experiments are sweeps (`-m`); without -m each runs its first configuration."""
-    metrics = run(make_config(f"experiment=toyface/{name}", "generator.resolution=48", "samples.eval_num=1"), tmp_path)
-    assert "gt/principal_angle_max_deg" in metrics and (tmp_path / "directions.png").is_file()
+    cfg = make_config(f"experiment=toyface/{name}", "generator.resolution=48", "samples.eval_num=1")
+    metrics = run(cfg, tmp_path)
+    assert metrics["gt/dim_true"] == len(true_groups()[cfg.criteria.task.name])
+    found = metrics["solver/num_directions"]
+    rows, cols = (min(found, cfg.viz.directions), len(cfg.viz.steps)) if found else (1, 1)  # none: the face alone
+    assert Image.open(tmp_path / "directions.png").size == (cols * 50 + 2, rows * 50 + 2)  # 48-px faces, 2-px gaps
 
 
 def test_toyface_fig4_runs_discovery_and_explanation(tmp_path):
@@ -142,4 +151,7 @@ def test_toyface_fig4_runs_discovery_and_explanation(tmp_path):
     cfg = make_config("experiment=toyface/fig4_counterfactual", "generator.resolution=48", "samples.eval_num=1",
                       "counterfactual.enabled=true", "counterfactual.iterations=3", "counterfactual.tile=32", *tiny_classifier)
     metrics = run(cfg, tmp_path)
-    assert "counterfactual/flip_rate" in metrics and (tmp_path / "counterfactual" / "grid.png").is_file()
+    table = pd.read_csv(tmp_path / "counterfactual" / "table.csv")
+    assert metrics["counterfactual/flip_rate"] == pytest.approx(table["flip_rate"][0], nan_ok=True)
+    width, height = Image.open(tmp_path / "counterfactual" / "grid.png").size  # the original, then each subspace
+    assert (width, height) == ((1 + len(table)) * 34, HEADER_PX + cfg.counterfactual.grid_samples * 34)  # 32-px tiles

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ice_exp.discovery import run
-from ice_exp.linalg import principal_angles
+from ice_exp.common.linalg import principal_angles
+from ice_exp.run.discovery import run
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection, LateProjection, null_intersection
 from tests.conftest import TINY, make_config

@@ -21,9 +21,9 @@ from ice_exp.analyzers.fan import fan
 from ice_exp.analyzers.parsers import bisenet, parsenet
 from ice_exp.checkpoints import CheckpointError, read_checkpoint
 from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_resnet50, load_celeba_classifier
-from ice_exp.discovery import run
 from ice_exp.engine import grams
 from ice_exp.generators.stylegan2 import build_stylegan2, load_generator
+from ice_exp.run.discovery import run
 from tests.conftest import TINY, make_config
 from tests.test_config_errors import ENV, REPO
 

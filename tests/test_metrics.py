@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from ice_exp.evaluation import ceiling_subspace, ground_truth, passes
+from ice_exp.common.linalg import best_fixed_subspace, eigenspace_angle
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import factor_index
-from ice_exp.linalg import best_fixed_subspace, eigenspace_angle
 from ice_exp.metrics.directional import agreement, local_coverage
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
+from ice_exp.run.evaluation import ceiling_subspace, ground_truth, passes
 from ice_exp.solvers.base import Problem, Solution
 
 

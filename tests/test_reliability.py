@@ -25,11 +25,12 @@ from ice_exp.analyzers.fan import fan
 from ice_exp.analyzers.parsers import bisenet, parsenet
 from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
 from ice_exp.counterfactual.classifiers import CelebAAttrResNet50, celeba_attr_resnet50
+from ice_exp.criteria.terms import build_terms
 from ice_exp.engine.grams import SampleGrams
 from ice_exp.generators.stylegan2 import load_generator
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
-from ice_exp.terms import build_terms
-from ice_exp.tracking import close, make_logger
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.run.tracking import close, make_logger
+from ice_exp.world import OracleLandmarker, OracleParser
 from tests.test_engine import CRITERIA
 from tests.test_stylegan2 import rosinality_state, tiny_generator
 
@@ -59,9 +60,9 @@ def unreachable_wandb(tmp_path, monkeypatch):
 def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachable_wandb, tmp_path, monkeypatch,
                                                                  caplog) -> None:
     monkeypatch.setenv("WANDB_API_KEY", key)
-    cfg = {"_target_": "ice_exp.tracking.wandb_logger", "_partial_": True, "mode": "auto", "init_timeout": 2}
+    cfg = {"_target_": "ice_exp.run.tracking.wandb_logger", "_partial_": True, "mode": "auto", "init_timeout": 2}
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
+    with caplog.at_level(logging.WARNING, logger="ice_exp.run.tracking"):
         run = make_logger(cfg, tmp_path, "run", [], {"seed": 0})
     assert time.monotonic() - start < 2 + 6  # the bound plus starting wandb twice on a loaded machine
     assert run.settings.mode == "offline"
@@ -76,13 +77,13 @@ def test_unreachable_wandb_falls_back_to_offline_in_bounded_time(key, unreachabl
 
 def test_a_run_with_an_unreachable_wandb_finishes_with_all_its_results(unreachable_wandb, tmp_path, monkeypatch,
                                                                        caplog) -> None:
-    from ice_exp.discovery import run
+    from ice_exp.run.discovery import run
     from tests.conftest import TINY, make_config
 
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     cfg = make_config("logger=wandb", "logger.init_timeout=2", *TINY,
                       "samples.eval_num=1")
-    with caplog.at_level(logging.WARNING, logger="ice_exp.tracking"):
+    with caplog.at_level(logging.WARNING, logger="ice_exp.run.tracking"):
         metrics = run(cfg, tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["gt/dim_found"] == metrics["gt/dim_found"] == 3
     assert (tmp_path / "subspace.safetensors").is_file()
@@ -284,8 +285,7 @@ def test_a_fan_of_other_depth_is_named_by_its_depth(tmp_path) -> None:
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_one(tmp_path) -> None:
-    from ice_exp.files import atomic_write
-    from ice_exp.records import write_json
+    from ice_exp.common.files import atomic_write, write_json
 
     path = tmp_path / "metrics.json"
     write_json(path, {"gt/pass": 1})

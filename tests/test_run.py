@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from ice_exp import evaluation, stop
+from ice_exp.common import stop
 from ice_exp.config import CONF_DIR
 from ice_exp.criteria.base import EmptyMask
-from ice_exp.discovery import run
 from ice_exp.engine import grams
 from ice_exp.engine.cache import tensors_sha256
-from ice_exp.records import failed_status
+from ice_exp.run import evaluation
+from ice_exp.run.discovery import run
+from ice_exp.run.records import failed_status
 from tests.conftest import TINY, make_config
 
 REPO = Path(CONF_DIR).parent
@@ -58,7 +59,7 @@ def test_a_late_failure_keeps_the_discovery_results(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("classifier exploded")
 
-    monkeypatch.setattr("ice_exp.counterfactual.explain.explain", broken)  # discovery imports it when it explains
+    monkeypatch.setattr("ice_exp.counterfactual.in_subspaces.explain", broken)  # discovery imports it when it explains
     cfg = make_config(*TINY, "counterfactual.enabled=true", "classifier.resolution=32", "classifier.train.samples=128",
                       "classifier.train.held_out=32", "classifier.train.epochs=1", f"classifier.cache_dir={tmp_path / 'cls'}")
     with pytest.raises(RuntimeError, match="classifier exploded"):

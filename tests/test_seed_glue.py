@@ -12,14 +12,15 @@ from ice_exp.analyzers import Analyzers
 from ice_exp.analyzers.fan import FANLandmarker
 from ice_exp.analyzers.masks import work_mask
 from ice_exp.analyzers.parsers import BiSeNetParser
-from ice_exp.build import build_analyzers
+from ice_exp.common.face_parts import REGIONS
 from ice_exp.criteria.masked_pixels import MaskedPixels
 from ice_exp.criteria.region_colour import RegionColour
+from ice_exp.criteria.terms import build_terms
 from ice_exp.engine.grams import SampleGrams
-from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
-from ice_exp.generators.toyface import OracleParser, ToyFaceGenerator
-from ice_exp.terms import build_terms
+from ice_exp.generators.toyface import ToyFaceGenerator
+from ice_exp.run.build import build_analyzers
+from ice_exp.world import OracleParser
 from tests.conftest import make_config
 from tests.test_analyzers import Returns, gaussian_heatmaps
 

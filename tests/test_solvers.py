@@ -10,13 +10,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 
-from ice_exp.build import compose_solver
-from ice_exp.comparison import compare
+from ice_exp.common.linalg import principal_angles
 from ice_exp.config import CONF_DIR
 from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.linalg import principal_angles
+from ice_exp.run.build import compose_solver
+from ice_exp.run.comparison import compare
 from ice_exp.solvers.base import Problem, Solution, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import LowRankGAN, ReSeFa, _shrink_full, robust_pca, shrink_eigenvalues
@@ -348,7 +348,7 @@ def test_comparison_table_scores_every_solver_on_toyface(tmp_path):
 
 def test_compare_composes_each_solver_with_the_solver_overrides_it_has():
     """ice-compare solver.rho=0.5: every solver with a rho gets it (as a discovery run would), the others not."""
-    from ice_exp.build import compose_solver
+    from ice_exp.run.build import compose_solver
 
     overrides = ["solver.rho=0.5", "solver.torgb=all", "criteria=eye_shape"]
     early, sefa = compose_solver("early_projection", overrides), compose_solver("sefa", overrides)

@@ -26,12 +26,12 @@ from omegaconf.errors import InterpolationResolutionError
 
 from hydra_plugins.ice_exp_launchers.slurm import job_name
 from ice_exp.apps.discover import main as cli_main
-from ice_exp.apps.report import flatten
 from ice_exp.apps.report import main as report
+from ice_exp.common.tables import latex_escape
 from ice_exp.config import CONF_DIR
-from ice_exp.sweeps import FailureSummary, sweep_label, sweep_outcome
-from ice_exp.tables import latex_escape
-from ice_exp.tracking import artifact_name, close, default_group, make_logger, sweep_overrides, swept, swept_overrides
+from ice_exp.run.report_table import flatten
+from ice_exp.run.sweeps import FailureSummary, sweep_label, sweep_outcome
+from ice_exp.run.tracking import artifact_name, close, default_group, make_logger, sweep_overrides, swept, swept_overrides
 from tests.conftest import table_rows
 
 REPO = Path(CONF_DIR).parent
@@ -595,12 +595,12 @@ def test_report_unknown_key_names_the_keys_that_vary(hand_made, capsys):
 
 
 def test_sigterm_in_a_multirun_records_the_job_and_stops_the_sweep(hydra_job, tmp_path, monkeypatch):
-    from ice_exp import stop
+    from ice_exp.common import stop
 
     def stopped(cfg, out_dir):
         raise stop.Stopped("SIGTERM")
 
-    monkeypatch.setattr("ice_exp.discovery.run", stopped)
+    monkeypatch.setattr("ice_exp.run.discovery.run", stopped)
     with pytest.raises(stop.Stopped):  # not swallowed like a failing job: the process was told to end
         cli_main(hydra_job(RunMode.MULTIRUN))
     assert json.loads((tmp_path / "job" / "failure.json").read_text())["error_type"] == "Stopped"
@@ -618,7 +618,7 @@ def test_wandb_group_is_the_sweep_in_a_multirun_and_the_run_name_otherwise(hydra
         groups.append(default_group("mouth_shape"))
     assert groups[0] != groups[1] and all(re.fullmatch(r"toyface-v1-[0-9a-f]{8}", g) for g in groups)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    run = make_logger({"_target_": "ice_exp.tracking.wandb_logger", "_partial_": True, "group": None}, tmp_path, "mouth_shape", [], {})
+    run = make_logger({"_target_": "ice_exp.run.tracking.wandb_logger", "_partial_": True, "group": None}, tmp_path, "mouth_shape", [], {})
     assert run.group == groups[1]  # every job of the sweep, whatever its criteria
     close(run)
 

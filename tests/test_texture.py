@@ -14,11 +14,11 @@ from ice_exp.analyzers.arcface import ArcFaceIdentity
 from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.fan import FANLandmarker
 from ice_exp.analyzers.points import rescale_points
+from ice_exp.common.face_parts import REGIONS
+from ice_exp.common.images import resize
 from ice_exp.criteria import build_criterion
 from ice_exp.criteria.texture import LandmarkTexture, bicubic_sample
-from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 R = 64
 
@@ -121,7 +121,8 @@ def test_texture_on_toyface_follows_a_warp_but_not_a_colour_change() -> None:
     """On a toyface render (its oracle parser and landmarks), warped with the landmarks by 2 px: the
     texture part changes by < 30 % of the fixed-position pixel change (measured 15 %; sharp 1-px cartoon
     edges at 64 px bound how well any sampling follows sub-pixel motion); a colour change passes whole."""
-    from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator
+    from ice_exp.generators.toyface import ToyFaceGenerator
+    from ice_exp.world import OracleLandmarker, OracleParser
 
     fine, side = 256, 64  # render fine and box-filter to the work size, so the test's own warp adds no blur
     generator = ToyFaceGenerator(resolution=fine, seed=0)

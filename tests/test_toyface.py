@@ -4,13 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ice_exp.face_parts import LANDMARK_GROUPS, REGIONS
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser, ToyFaceGenerator, tasks
+from ice_exp.common.face_parts import LANDMARK_GROUPS, REGIONS
+from ice_exp.common.linalg import principal_angles
+from ice_exp.config.task import true_groups
+from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import FACTORS, factor_index
 from ice_exp.generators.toyface.factors import true_subspace as factor_subspace
-from ice_exp.generators.toyface.tasks import TRUE_GROUPS, check_world
-from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import factor_purity
+from ice_exp.world import OracleLandmarker, OracleParser
+from ice_exp.world.truth import check_world
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_landmarks_lie_on_the_contours_the_parser_labels():
 def test_true_subspaces_change_only_their_factors(g64, space):
     u = g64.encode(_z(3, 7), space)
     jac = g64.factor_jacobian(u, space)  # [3, 20, D]
-    for task, group in TRUE_GROUPS.items():
+    for task, group in true_groups().items():
         q = g64.true_subspace(group, space)
         assert q.shape[1] == len(group)
         idx = factor_index(group)
@@ -144,7 +146,7 @@ def test_no_subspace_stays_pure_across_16_faces_of_a_curved_world(curvature):
         g = ToyFaceGenerator(resolution=32, seed=CURVED_WORLD, curvature=c, dtype=torch.float64)
         z = _z(16, 5).double()
         jac = g.factor_jacobian(g.encode(z, "s"), "s")
-        for task, group in TRUE_GROUPS.items():
+        for task, group in true_groups().items():
             idx = factor_index(group)
             common = factor_subspace(jac, idx)
             assert common.shape[1] == (len(group) if c == 0 else 0), (c, task)
@@ -161,12 +163,12 @@ def test_a_negative_curvature_is_refused():
 
 def test_world_check_finds_a_truth_the_drawing_contradicts(monkeypatch):
     """The check is not vacuous: a group by meaning that the drawing does not bear out is reported."""
-    monkeypatch.setitem(tasks.TRUE_GROUPS, "hair_photometry", ("hair_colour", "hair_length", "chin_shape"))
+    monkeypatch.setitem(true_groups(), "hair_photometry", ("hair_colour", "hair_length", "chin_shape"))
     assert check_world(WORLDS[0], resolution=128, samples=2) == {"hair_photometry": ("hair_length", "hair_colour")}
 
 
 def test_scores_perfect_on_truth_and_worse_on_random_and_pca(g64):
-    group = TRUE_GROUPS["mouth_shape"]
+    group = true_groups()["mouth_shape"]
     truth = g64.true_subspace(group, "s")
     jac = g64.factor_jacobian(g64.encode(_z(1, 9), "s"), "s")[0]
     assert principal_angles(truth, truth).max() < 1e-4

@@ -1,4 +1,4 @@
-"""Training BiSeNet and FAN on toyface (ice_exp.analyzer_training): tiny versions, trained in seconds."""
+"""Training BiSeNet and FAN on toyface (ice_exp.training.analyzers): tiny versions, trained in seconds."""
 from __future__ import annotations
 
 import json
@@ -11,20 +11,20 @@ import torch
 from face_alignment.utils import _get_preds_fromhm
 from hydra import compose, initialize_config_dir
 
-from ice_exp.analyzer_training import recipe
-from ice_exp.analyzer_training.data import ToyfaceData, world_faces
-from ice_exp.analyzer_training.heatmaps import gaussian_heatmaps, hard_argmax
-from ice_exp.analyzer_training.modules import BiSeNetModule, FANModule
-from ice_exp.analyzer_training.scores import ScoreFaces, background, score
 from ice_exp.analyzers.fan import FANLandmarker, soft_argmax
 from ice_exp.analyzers.parsers import BiSeNetParser
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.apps import train_analyzer
-from ice_exp.build import build_analyzers
 from ice_exp.checkpoints import CheckpointError, MissingCheckpoint
+from ice_exp.common.face_parts import LANDMARK_GROUPS
 from ice_exp.config import CONF_DIR
-from ice_exp.face_parts import LANDMARK_GROUPS
-from ice_exp.generators.toyface import OracleLandmarker, OracleParser
+from ice_exp.run.build import build_analyzers
+from ice_exp.training.analyzers import recipe
+from ice_exp.training.analyzers.data import ToyfaceData, world_faces
+from ice_exp.training.analyzers.heatmaps import gaussian_heatmaps, hard_argmax
+from ice_exp.training.analyzers.modules import BiSeNetModule, FANModule
+from ice_exp.training.analyzers.scores import ScoreFaces, background, score
+from ice_exp.world import OracleLandmarker, OracleParser
 from tests.conftest import make_config
 
 TINY_DATA = ToyfaceData(resolution=64, first_world=100, worlds=2, faces_per_world=4)

@@ -16,9 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from ice_exp.common.stop import Stopped
 from ice_exp.config import CONF_DIR
-from ice_exp.discovery import run
-from ice_exp.stop import Stopped
+from ice_exp.run.discovery import run
 from tests import conftest
 from tests.conftest import table_rows
 
@@ -130,7 +130,7 @@ def sweep_job(tmp_path, monkeypatch):
 
 
 def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path, monkeypatch):
-    from ice_exp import discovery
+    from ice_exp.run import discovery
 
     write = discovery.write_discovery
 
@@ -215,7 +215,7 @@ def test_a_stopped_run_shows_in_wandb_as_failed_with_its_discovery(sweep_job, tm
     def stopped(*args, **kwargs):
         raise Stopped("SIGTERM")
 
-    monkeypatch.setattr("ice_exp.counterfactual.explain.explain", stopped)  # SIGTERM during the explanation
+    monkeypatch.setattr("ice_exp.counterfactual.in_subspaces.explain", stopped)  # SIGTERM during the explanation
     out = tmp_path / "job"
     out.mkdir()
     with pytest.raises(Stopped):
@@ -233,7 +233,7 @@ def test_a_comparison_is_one_wandb_run_from_its_build_to_its_table(tmp_path, mon
     run), and a finished one holds the compare table."""
     import wandb
 
-    from ice_exp import comparison
+    from ice_exp.run import comparison
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

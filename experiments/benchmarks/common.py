@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ice_exp.common.linalg import eigenspace_angle
 from ice_exp.engine.jacobian import Fn, gram, jacobian
 from ice_exp.engine.precision import precision_scope
 from ice_exp.engine.sketch import range_sketch
-from ice_exp.linalg import eigenspace_angle
 
 ENGINES = ("loop", "vjp", "jvp", "auto", "tf32", "bf16", "randomised")
 

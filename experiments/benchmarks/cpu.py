@@ -26,11 +26,11 @@ from experiments.benchmarks.common import ENGINES, Case, bench, markdown
 from experiments.benchmarks.runs import ANALYZERS, process_rows, protocol_rows, run_rows
 from ice_exp.analyzers import Analyzers
 from ice_exp.config import CONF_DIR
+from ice_exp.criteria.terms import build_terms
 from ice_exp.engine.grams import term_fn
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.generators.toyface.oracles import OracleLandmarker, OracleParser
-from ice_exp.terms import build_terms
+from ice_exp.world.oracles import OracleLandmarker, OracleParser
 
 
 def case(name: str, generator: torch.nn.Module, criterion: dict, part: str, ratio: float, analyzers: Analyzers) -> Case:

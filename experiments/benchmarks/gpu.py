@@ -35,15 +35,15 @@ from experiments.benchmarks.common import loop_rows, markdown, measure
 from ice_exp.analyzers import Analyzers
 from ice_exp.analyzers.base import Parser
 from ice_exp.analyzers.fan import FANLandmarker
+from ice_exp.common.face_parts import REGIONS
+from ice_exp.common.linalg import principal_angles, significant_eigenspace
+from ice_exp.criteria.terms import Terms, build_terms
 from ice_exp.engine.frame import FramePasses
 from ice_exp.engine.grams import EXACT, criterion_fns, sample_grams
-from ice_exp.face_parts import REGIONS
 from ice_exp.generators.base import Frame
 from ice_exp.generators.stylegan2 import build_stylegan2
-from ice_exp.linalg import principal_angles, significant_eigenspace
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.ice import EarlyProjection
-from ice_exp.terms import Terms, build_terms
 
 ENGINES = ("loop", "vjp", "jvp", "auto", "tf32", "bf16", "randomised", "tf32+randomised")
 # auto is vjp here (both criteria have fewer rows than D); jvp (2 x 9,088 passes) is left out by default

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ice_exp.criteria.terms import Terms
 from ice_exp.engine.jacobian import directional, gram, jacobian
 from ice_exp.generators.base import Generator
-from ice_exp.terms import Terms
 
 
 def criterion_fns(generator: Generator, terms: Terms, u: Tensor, space: str):

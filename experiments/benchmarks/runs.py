@@ -4,7 +4,7 @@
 run as a user starts it, ``ice-exp`` in a fresh process (imports, Hydra and all); ``protocol_rows``: the
 seven tasks of one world of the protocol.
 
-A row is ``ice_exp.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
+A row is ``ice_exp.run.discovery.run`` (build → accumulate → solve → evaluate → write) on one config, after the
 imports: ``off`` without the Gram cache (the default run), ``cold`` with an empty one, ``warm`` on the cache
 the cold run filled, with another solver (a solver sweep's later jobs). The per-criterion path
 (experiments/benchmarks/per_criterion.py) replaces the engine's per-sample Grams and the evaluation's
@@ -27,8 +27,8 @@ from unittest import mock
 from hydra import compose, initialize_config_dir
 
 from experiments.benchmarks import per_criterion
-from ice_exp import discovery
 from ice_exp.config import CONF_DIR
+from ice_exp.run import discovery
 
 RECOMMENDED = ["experiment=toyface/mouth_shape", "logger=none", "counterfactual.enabled=false"]
 ANALYZERS = [*RECOMMENDED, "analyzer/parser=bisenet_random", "analyzer.parser.size=256", "analyzer/landmarker=fan_random",
@@ -47,8 +47,8 @@ def path(name: str) -> Iterator[None]:
         yield
         return
     with mock.patch("ice_exp.engine.grams.sample_grams", per_criterion.sample_grams), \
-            mock.patch("ice_exp.evaluation.directional_changes", per_criterion.directional_changes), \
-            mock.patch("ice_exp.evaluation.changes_from_grams", lambda *_: None):
+            mock.patch("ice_exp.run.evaluation.directional_changes", per_criterion.directional_changes), \
+            mock.patch("ice_exp.run.evaluation.changes_from_grams", lambda *_: None):
         yield
 
 

@@ -13,11 +13,11 @@ from collections import Counter
 
 STAGES = (  # (stage, a substring of a stack frame)
     ("accumulate", "ice_exp/engine/accumulate.py"),
-    ("evaluate: gain and leakage", "evaluate (ice_exp/evaluation.py"),
-    ("evaluate: ground truth", "ground_truth (ice_exp/evaluation.py"),
+    ("evaluate: gain and leakage", "evaluate (ice_exp/run/evaluation.py"),
+    ("evaluate: ground truth", "ground_truth (ice_exp/run/evaluation.py"),
     ("solve", "ice_exp/solvers/"),
-    ("write", "write_discovery (ice_exp/discovery.py"),
-    ("build", "build (ice_exp/build.py"),
+    ("write", "write_discovery (ice_exp/run/discovery.py"),
+    ("build", "build (ice_exp/run/build.py"),
     ("imports", "_find_and_load"),
 )
 

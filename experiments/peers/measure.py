@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from ice_exp.build import build_setup
+from ice_exp.common.linalg import principal_angles
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.stylegan2 import build_stylegan2
 from ice_exp.generators.toyface import ToyFaceGenerator
-from ice_exp.linalg import principal_angles
+from ice_exp.run.build import build_setup
 from ice_exp.solvers.base import Problem, SuppressTerm
 from ice_exp.solvers.latent import GANSpace, SeFa, affine_matrix
 from ice_exp.solvers.peers import RPCA_METHODS, LowRankGAN, robust_pca
@@ -127,7 +127,7 @@ def toyface_problem(overrides: list[str]) -> Problem:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("compare", overrides=["logger=none", *overrides])
     task = build_setup(cfg)
-    return Problem.of(accumulate(task.grams, task.z_train), task.terms, task.generator, task.space)
+    return Problem.of(accumulate(task.sample_grams, task.z_train), task.terms, task.generator, task.space)
 
 
 def lowrankgan() -> None:

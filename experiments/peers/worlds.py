@@ -2,9 +2,9 @@
 
 ``OMP_NUM_THREADS=1 python -m experiments.peers.worlds [--worlds 10-19] [--pool 8] [--solvers a,b] [--out outputs/peers_worlds]``
 ``python -m experiments.peers.worlds --rows a.csv b.csv ...``: the table of rows written before (one run per world,
-e.g. experiments/peers/results/), nothing recomputed.
+e.g. experiments/results/peers/), nothing recomputed.
 
-Each (task, world) is one ``ice-compare`` run (``ice_exp.comparison.compare``) with the task's recommended
+Each (task, world) is one ``ice-compare`` run (``ice_exp.run.comparison.compare``) with the task's recommended
 criteria and samples (experiment=toyface/<task>): the Grams once, then every solver, each solution cut to the
 task's true dimension (the fair count for solvers that return a fixed number). Gram files are cached
 (``--cache``), so the world protocol's runs and this one share them. Writes peers_worlds.md / .csv.
@@ -18,16 +18,16 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from ice_exp.comparison import compare
 from ice_exp.config import CONF_DIR
-from ice_exp.generators.toyface.tasks import TRUE_GROUPS
+from ice_exp.config.task import true_groups
+from ice_exp.run.comparison import compare
 
 SOLVERS = ["ice_recommended", "early_projection", "late_projection", "lowrankgan", "resefa", "sefa", "ganspace"]
 
 
 def run_all(worlds: list[int], pool: int, cache: str, solvers: list[str], tasks: list[str]) -> list[dict]:
     rows = []
-    for task, group in ((t, TRUE_GROUPS[t]) for t in tasks):
+    for task, group in ((t, true_groups()[t]) for t in tasks):
         for world in worlds:
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
                 cfg = compose("compare", overrides=[
@@ -46,7 +46,7 @@ def table(rows: list[dict]) -> str:
     """Markdown: per task and solver, pass rate, median [worst] largest angle and purity."""
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     lines = ["| task | " + " | ".join(solvers) + " |", "|---|" + "---|" * len(solvers)]
-    for task in TRUE_GROUPS:
+    for task in true_groups():
         cells = []
         for solver in solvers:
             sel = [r for r in rows if r["task"] == task and r["solver"] == solver]
@@ -74,14 +74,14 @@ def main() -> None:
     p.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated conf/solver names (default: all peers and ICE)")
     p.add_argument("--cache", default=".cache/grams", help="Gram cache folder (shared with the world protocol's runs)")
     p.add_argument("--out", type=Path, default=Path("outputs/peers_worlds"))
-    p.add_argument("--tasks", default=",".join(TRUE_GROUPS), help="comma-separated tasks (default: all seven)")
+    p.add_argument("--tasks", default=",".join(true_groups()), help="comma-separated tasks (default: all seven)")
     p.add_argument("--rows", type=Path, nargs="+", help="print the table of these peers_worlds.csv files instead of running")
     args = p.parse_args()
     if args.rows:
         print(table([row for path in args.rows for row in read_rows(path)]), end="")
         return
-    if unknown := set(args.tasks.split(",")) - set(TRUE_GROUPS):
-        p.error(f"--tasks: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(TRUE_GROUPS)}")
+    if unknown := set(args.tasks.split(",")) - set(true_groups()):
+        p.error(f"--tasks: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(true_groups())}")
     first, last = (int(x) for x in args.worlds.split("-"))
     rows = run_all(list(range(first, last + 1)), args.pool, args.cache, args.solvers.split(","), args.tasks.split(","))
     args.out.mkdir(parents=True, exist_ok=True)

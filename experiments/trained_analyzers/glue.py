@@ -37,12 +37,12 @@ from experiments.trained_analyzers import resumable
 from experiments.trained_analyzers.resumable import Row, median_worst
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.fan import FANLandmarker
-from ice_exp.build import Setup, build_setup
+from ice_exp.common.images import resize
+from ice_exp.common.linalg import eigenspace_angle, principal_angles
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
-from ice_exp.linalg import eigenspace_angle, principal_angles
+from ice_exp.run.build import Setup, build_setup
 from ice_exp.solvers.base import Problem
 
 GLUES = {  # build name -> (analyzer.landmarker.heatmap_mode, analyzer.parser.mask_mode)
@@ -59,7 +59,7 @@ def build(overrides: list[str], glue: str) -> tuple[Any, Setup, dict[str, Tensor
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", *overrides,
                                            f"analyzer.landmarker.heatmap_mode={heatmap}", f"analyzer.parser.mask_mode={mask}"])
     setup = build_setup(cfg)
-    return cfg, setup, accumulate(setup.grams, setup.z_train)
+    return cfg, setup, accumulate(setup.sample_grams, setup.z_train)
 
 
 def frames(setup: Setup) -> Frame:

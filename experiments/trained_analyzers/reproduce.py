@@ -1,4 +1,4 @@
-"""Reproduce experiments/trained_analyzers/RESULTS.md from nothing: train BiSeNet and FAN on toyface with the
+"""Reproduce experiments/results/trained_analyzers/RESULTS.md from nothing: train BiSeNet and FAN on toyface with the
 recipes of conf/analyzer_net (or read them from the cache), score them against the oracles, then run the
 seven tasks (tasks.py) and the seed-glue measurements (glue.py) with them.
 
@@ -19,12 +19,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.trained_analyzers import glue, tasks
-from ice_exp.analyzer_training.data import ToyfaceData
-from ice_exp.analyzer_training.recipe import load_analyzer, trained_weights
-from ice_exp.analyzer_training.scores import ScoreFaces, score, write_scores
 from ice_exp.config import CONF_DIR
+from ice_exp.training.analyzers.data import ToyfaceData
+from ice_exp.training.analyzers.recipe import load_analyzer, trained_weights
+from ice_exp.training.analyzers.scores import ScoreFaces, score, write_scores
 
-HERE = Path(__file__).parent
+RESULTS = Path(__file__).parents[1] / "results" / "trained_analyzers"  # the committed results
 
 
 def recipe(net: str, overrides: list[str]) -> Any:
@@ -53,7 +53,7 @@ def loading_overrides(nets: dict[str, dict[str, Any]], files: dict[str, Path]) -
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="10-12", help="first-last generator.seed of the task and glue runs")
-    p.add_argument("--out", type=Path, default=HERE, help="folder for scores.*, tasks.* and glue.*")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for scores.*, tasks.* and glue.*")
     p.add_argument("--grams", default="outputs/trained_analyzers/grams", help="Gram cache shared by the runs")
     p.add_argument("--tasks", nargs="*", default=None, help="conf/task names (default: all seven)")
     p.add_argument("--overrides", default="", help="further ice-exp overrides for every task and glue run")

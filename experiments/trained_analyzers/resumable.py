@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ice_exp.tasks import task_names
+from ice_exp.config.task import task_names
 
 Row = dict[str, Any]
 

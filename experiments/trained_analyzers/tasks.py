@@ -33,13 +33,13 @@ from torch import Tensor
 
 from experiments.trained_analyzers import resumable
 from experiments.trained_analyzers.resumable import Row, median_worst
-from ice_exp.build import Setup, build_setup
+from ice_exp.common.linalg import eigenspace_angle, principal_angles, significant_eigenspace
 from ice_exp.config import CONF_DIR
+from ice_exp.criteria.terms import ACTIVATE
 from ice_exp.engine.accumulate import accumulate
-from ice_exp.evaluation import ground_truth
-from ice_exp.linalg import eigenspace_angle, principal_angles, significant_eigenspace
+from ice_exp.run.build import Setup, build_setup
+from ice_exp.run.evaluation import ground_truth
 from ice_exp.solvers.base import Problem, Solution
-from ice_exp.terms import ACTIVATE
 
 SEED_GLUE = ["analyzer.landmarker.heatmap_mode=seed", "analyzer.parser.mask_mode=seed"]
 LOCAL = ["analyzer.landmarker.heatmap_mode=local"]
@@ -52,7 +52,7 @@ def solve(overrides: list[str]) -> tuple[Setup, dict[str, Tensor], Solution, dic
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", "samples.eval_num=2",
                                            *overrides])
     setup = build_setup(cfg)
-    grams = accumulate(setup.grams, setup.z_train)
+    grams = accumulate(setup.sample_grams, setup.z_train)
     problem = Problem.of(grams, setup.terms, setup.generator, setup.space)
     solution = instantiate(cfg.solver)(problem)
     scores = ground_truth(setup.generator, setup.space, setup.truth, solution, problem, setup.z_eval)

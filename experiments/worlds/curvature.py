@@ -20,13 +20,13 @@ import statistics
 import torch
 from torch import Tensor
 
-from ice_exp.evaluation import ceiling_subspace
+from ice_exp.common.latents import latent_pool
+from ice_exp.common.linalg import principal_angles
+from ice_exp.config.task import true_groups
 from ice_exp.generators.toyface import ToyFaceGenerator
 from ice_exp.generators.toyface.factors import factor_index, true_subspace
-from ice_exp.generators.toyface.tasks import TRUE_GROUPS
-from ice_exp.latents import latent_pool
-from ice_exp.linalg import principal_angles
 from ice_exp.metrics.directional import factor_purity
+from ice_exp.run.evaluation import ceiling_subspace
 
 
 def local_truths(jacobians: Tensor, group: list[int]) -> list[Tensor]:
@@ -41,7 +41,7 @@ def measure(seed: int, curvature: float, faces: int) -> dict[str, dict[str, floa
     jac = generator.factor_jacobian(generator.encode(z, "s"), "s")
     jac_held_out = generator.factor_jacobian(generator.encode(held_out, "s"), "s")
     out = {}
-    for task, factors in TRUE_GROUPS.items():
+    for task, factors in true_groups().items():
         group = factor_index(factors)
         truths = local_truths(jac[:faces], group)
         angles = [float(principal_angles(a, b).max()) for a, b in itertools.combinations(truths, 2)]
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     first, last = (int(x) for x in args.worlds.split("-"))
     curvatures = [float(c) for c in args.curvatures.split(",")]
-    rows = {task: {} for task in TRUE_GROUPS}
+    rows = {task: {} for task in true_groups()}
     for c in curvatures:
         per_world = [measure(seed, c, args.faces) for seed in range(first, last + 1)]
-        for task in TRUE_GROUPS:
+        for task in true_groups():
             angles = [a for world in per_world for a in world[task]["angles"]]
             pure = sorted({world[task]["pure_dim"] for world in per_world})
             ceiling = [world[task]["ceiling"] for world in per_world]
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| task (true dim) | " + " | ".join(f"curvature {c:g}" for c in curvatures) + " |")
     print("|---|" + "---|" * len(curvatures))
     for task, cells in rows.items():
-        print(f"| {task} ({len(TRUE_GROUPS[task])}) | " + " | ".join(cells[c] for c in curvatures) + " |")
+        print(f"| {task} ({len(true_groups()[task])}) | " + " | ".join(cells[c] for c in curvatures) + " |")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import sys
 import torch
 from hydra import compose, initialize_config_dir
 
-from ice_exp.build import build_setup
 from ice_exp.config import CONF_DIR
 from ice_exp.engine.accumulate import accumulate
 from ice_exp.generators.toyface.factors import FACTORS
+from ice_exp.run.build import build_setup
 from ice_exp.solvers.base import Problem
 
 
@@ -28,7 +28,7 @@ def main(overrides: list[str]) -> None:
         cfg = compose("config", overrides=["logger=none", "counterfactual.enabled=false", *overrides])
     task = build_setup(cfg)
     generator, z, truth = task.generator, task.z_train, task.truth or []
-    problem = Problem.of(accumulate(task.grams, z), task.terms, generator, task.space)
+    problem = Problem.of(accumulate(task.sample_grams, z), task.terms, generator, task.space)
     grams = [("activate", problem.activate, None)] + [(t.name, t.gram, t.ratio) for t in problem.suppress]
     scale = [torch.linalg.eigvalsh(g)[-1] for _, g, _ in grams]
     values = generator.factors(generator.encode(z, "s"))

@@ -8,7 +8,7 @@ solutions hold), with its rank correlation to the true purity over all cases and
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
 (``--methods recommended,consensus`` for some of the columns only; ``--overrides "<run overrides>"`` for
-another tier's analyzers, e.g. the trained BiSeNet and FAN: experiments/trained_analyzers/RESULTS.md)
+another tier's analyzers, e.g. the trained BiSeNet and FAN: experiments/results/trained_analyzers/RESULTS.md)
 
 The same numbers as ``ice-exp -cn tiers -m`` runs for these columns, at a fraction of the cost: the 16 faces'
 Grams are computed once (engine.cache_dir, $ICE_EXP_CACHE) and every solver reads them. Prints one line per
@@ -24,10 +24,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ice_exp.build import build_setup, compose_solver
 from ice_exp.config import CONF_DIR
-from ice_exp.evaluation import ground_truth
 from ice_exp.metrics.directional import agreement
+from ice_exp.run.build import build_setup, compose_solver
+from ice_exp.run.evaluation import ground_truth
 from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
@@ -44,7 +44,7 @@ def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = MET
         cfg = compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
                                           f"generator.curvature={curvature}", *overrides])
     setup = build_setup(cfg)
-    faces = [setup.grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
+    faces = [setup.sample_grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
 
     def problem(grams: list[dict]) -> Problem:
         mean = {name: sum(g[name] for g in grams) / len(grams) for name in grams[0]}

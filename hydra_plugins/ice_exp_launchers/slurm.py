@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 def job_name(prefix: str, job_num: int, job_overrides: Sequence[str], sweep: Sequence[str]) -> str:
     """``<prefix>#<job number>`` and those of the job's overrides whose key the ``sweep`` varies
-    (``ice_exp.tracking.sweep_overrides``: its command line's lists and ranges, then its config's
+    (``ice_exp.run.tracking.sweep_overrides``: its command line's lists and ranges, then its config's
     ``hydra.sweeper.params``), as its W&B run name has them."""
-    from ice_exp.tracking import varied  # not at import: Hydra imports every plugin module at each start
+    from ice_exp.run.tracking import varied  # not at import: Hydra imports every plugin module at each start
 
     return " ".join([f"{prefix}#{job_num}", *varied(list(job_overrides), list(sweep))])
 
@@ -51,7 +51,7 @@ class SlurmLauncher(ArraySlurmLauncher):
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
-        from ice_exp.tracking import sweep_overrides
+        from ice_exp.run.tracking import sweep_overrides
 
         sweep = sweep_overrides(list(self.config.hydra.overrides.task), OmegaConf.select(self.config, "hydra.sweeper.params"))
         jobs = []

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
+from ice_exp.common.images import resize
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 # Blocks per stage of arcface_torch's iresnet18 / 34 / 50 / 100.
 IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {

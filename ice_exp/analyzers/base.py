@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ice_exp.analyzers.masks import MASK_MODES, morph, resize_mask
-from ice_exp.face_parts import REGIONS, expand_regions
+from ice_exp.common.face_parts import REGIONS, expand_regions
 from ice_exp.generators.base import Frame
 
 

@@ -21,8 +21,8 @@ from torch import Tensor
 from ice_exp.analyzers.base import Landmarker
 from ice_exp.analyzers.points import rescale_points
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
+from ice_exp.common.images import resize
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 # face-alignment 1.5 publishes a plain state dict; 1.3-1.4 published TorchScript archives (read as data,
 # never run: ice_exp/checkpoints/torchscript.py). All three are FAN(4) weights.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ice_exp.images import resize
+from ice_exp.common.images import resize
 
 MASK_MODES = ("image", "seed")
 MORPHOLOGIES = ("none", "dilate", "erode", "ring")

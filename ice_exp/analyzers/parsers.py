@@ -15,9 +15,9 @@ from torch import Tensor
 from ice_exp.analyzers.base import Parser
 from ice_exp.analyzers.masks import MASK_MODES
 from ice_exp.analyzers.weights import Pretrained, WeightSpec
-from ice_exp.face_parts import REGIONS
+from ice_exp.common.face_parts import REGIONS
+from ice_exp.common.images import resize
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 # ParseNet (PSFRGAN / GPEN lineage, used by facexlib's face restoration helper) keeps the original
 # CelebAMask-HQ annotation order, which differs from BiSeNet's (= face_parts.REGIONS).

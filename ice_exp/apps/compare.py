@@ -1,6 +1,6 @@
 """``ice-compare`` (= ``python -m ice_exp.apps.compare [overrides]``): every solver on the same task, scored alike,
-in one table (ice_exp.comparison; config: conf/compare.yaml), with the protocol every app shares
-(ice_exp/apps/protocol.py)."""
+in one table (ice_exp.run.comparison; config: conf/compare.yaml), with the protocol every app shares
+(ice_exp/run/protocol.py)."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ice_exp.apps.protocol import run_job
 from ice_exp.config import CONF_DIR
+from ice_exp.run.protocol import run_job
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def comparison(cfg: DictConfig, out_dir: Path) -> None:
-    from ice_exp.comparison import compare, headline  # torch and Lightning: only after the config passed its checks
+    from ice_exp.run.comparison import compare, headline  # torch and Lightning: only after the config passed its checks
 
     rows = compare(cfg, out_dir, list(HydraConfig.get().overrides.task))
     if rows:  # not on DDP ranks above 0

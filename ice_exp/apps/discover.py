@@ -1,8 +1,8 @@
 """``ice-exp`` (= ``python -m ice_exp``): one discovery run, or a sweep with ``-m``.
 
-Around ice_exp.discovery.run, the protocol every app shares (ice_exp/apps/protocol.py: the config checked
+Around ice_exp.run.discovery.run, the protocol every app shares (ice_exp/run/protocol.py: the config checked
 before torch is imported, SIGTERM caught, a failing job of a multirun recorded while the others go on); the
-sweep then ends with one summary line and a non-zero exit if any job failed (ice_exp.sweeps.FailureSummary).
+sweep then ends with one summary line and a non-zero exit if any job failed (ice_exp.run.sweeps.FailureSummary).
 At the end, the results table and what the user must act on.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import ice_exp.sweeps  # noqa: F401 - registers the resolvers of the launcher configs (conf/hydra/launcher)
-from ice_exp.apps.protocol import run_job
+import ice_exp.run.sweeps  # noqa: F401 - registers the resolvers of the launcher configs (conf/hydra/launcher)
 from ice_exp.config import CONF_DIR
-from ice_exp.tracking import swept_overrides
+from ice_exp.run.protocol import run_job
+from ice_exp.run.tracking import swept_overrides
 
 log = logging.getLogger(__name__)
 # the closing table: ground truth where known, then control, leakage (eval/leak/<term>) and the flip rate
@@ -62,7 +62,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def discovery_run(cfg: DictConfig, out_dir: Path) -> dict:
-    from ice_exp.discovery import run  # torch and Lightning: only after the config passed its checks
+    from ice_exp.run.discovery import run  # torch and Lightning: only after the config passed its checks
 
     return run(cfg, out_dir)
 

@@ -1,6 +1,6 @@
 """``ice-train-analyzer analyzer_net=bisenet|fan``: train BiSeNet or FAN on toyface against the oracles (once,
 cached in the published file layout), then score the file through the project's own analyzer builders on
-worlds never trained on (recipe and scores: ice_exp.analyzer_training; config: conf/train_analyzer.yaml)."""
+worlds never trained on (recipe and scores: ice_exp.training.analyzers; config: conf/train_analyzer.yaml)."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from ice_exp.analyzer_training.data import ToyfaceData
-from ice_exp.analyzer_training.recipe import load_analyzer, trained_weights
-from ice_exp.analyzer_training.scores import ScoreFaces, markdown, score, write_scores
 from ice_exp.analyzers.base import Parser
 from ice_exp.config import CONF_DIR
+from ice_exp.training.analyzers.data import ToyfaceData
+from ice_exp.training.analyzers.recipe import load_analyzer, trained_weights
+from ice_exp.training.analyzers.scores import ScoreFaces, markdown, score, write_scores
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_analyzer")

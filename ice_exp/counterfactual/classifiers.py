@@ -18,8 +18,8 @@ from torchvision.models import ResNet, ResNet50_Weights
 from torchvision.models.resnet import Bottleneck
 
 from ice_exp.analyzers.weights import Pretrained
-from ice_exp.celeba_attributes import CELEBA_ATTRIBUTES
 from ice_exp.checkpoints import MissingCheckpoint, load_state, located, read_checkpoint
+from ice_exp.common.celeba_attributes import CELEBA_ATTRIBUTES
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CELEBA_SIZE, CELEBA_CROP = 218, (218, 178)  # aligned CelebA images are 218 x 178 (h x w)
@@ -136,7 +136,7 @@ class CelebAAttrResNet50(ResNet):
     checkpoint_name = "model_best.pth.tar"
     weights_hint = ("It is the d-li14/face-attribute-prediction checkpoint ({'state_dict': ...}, keys prefixed "
                     "'module.'). The seed's weights were never published: train one with "
-                    "`python -m ice_exp.counterfactual.train_celeba data_dir=<CelebA folder>` and pass its "
+                    "`python -m ice_exp.training.celeba data_dir=<CelebA folder>` and pass its "
                     "model_best.pth.tar.")
 
     def __init__(self, num_attributes: int = len(CELEBA_ATTRIBUTES), pretrained: bool = False) -> None:

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.counterfactual.search import SearchResult
+from ice_exp.criteria.terms import Terms
 from ice_exp.generators.base import Frame
 from ice_exp.metrics.edit import locality, pixel_change
-from ice_exp.terms import Terms
 
 
 def mnac(logits_before: Tensor, logits_after: Tensor, head: int) -> Tensor:

@@ -15,20 +15,23 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from ice_exp.config.rules import FLIP, SEARCH, enforce
+from ice_exp.config.schema import Counterfactual
 from ice_exp.counterfactual.classifiers import Classifier
 from ice_exp.generators.base import Frame, Generator
-from ice_exp.rules import FLIP, SEARCH, enforce
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    iterations: int = 50
-    lr: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    target_class: int | str = 1  # a class index of the explained head, or "flip"
-    stop_probability: float | None = None  # freeze a sample once p(target) >= this (None: never, as the seed)
-    norm_bound: float | None = None  # keep ‖B λ‖ <= this (None: unbounded, as the seed)
+    """The search's settings; defaults: the schema's (conf/counterfactual/default.yaml, the seed's search)."""
+
+    iterations: int = Counterfactual.iterations
+    lr: float = Counterfactual.lr
+    momentum: float = Counterfactual.momentum
+    weight_decay: float = Counterfactual.weight_decay
+    target_class: int | str = Counterfactual.target_class  # a class index of the explained head, or "flip"
+    stop_probability: float | None = Counterfactual.stop_probability  # freeze a sample once p(target) >= this (None: never)
+    norm_bound: float | None = Counterfactual.norm_bound  # keep ‖B λ‖ <= this (None: unbounded, as the seed)
 
     def __post_init__(self) -> None:
         enforce(SEARCH, asdict(self), "counterfactual.")  # the rules the config check applies before any compute

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric, SumMetric
 
-from ice_exp.tables import MISSING, markdown, text
+from ice_exp.common.tables import MISSING, markdown, text
 
 MEDIANS = {"median_norm_flipped": "norm_du", "median_iterations": "iterations_to_flip"}
 COUNTED = ("eligible", "flipped")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ice_exp.common.images import resize
 from ice_exp.criteria.base import Criterion, State
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 
 class HighFrequency(Criterion):

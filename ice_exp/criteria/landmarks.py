@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ice_exp.analyzers.base import Landmarker
+from ice_exp.common.face_parts import NUM_LANDMARKS, landmark_group
 from ice_exp.criteria.base import Criterion, State
-from ice_exp.face_parts import NUM_LANDMARKS, landmark_group
 from ice_exp.generators.base import Frame
 
 

@@ -5,9 +5,9 @@ from torch import Tensor
 
 from ice_exp.analyzers.base import Parser
 from ice_exp.analyzers.masks import work_mask
+from ice_exp.common.images import resize
 from ice_exp.criteria.base import Criterion, State, check_nonempty
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 
 def fitted_colour(x: Tensor, mask: Tensor) -> Tensor:

@@ -17,9 +17,9 @@ from torch import Tensor
 from ice_exp.analyzers.base import Landmarker, Parser
 from ice_exp.analyzers.masks import check_morphology, work_mask
 from ice_exp.analyzers.points import rescale_points
+from ice_exp.common.images import resize
 from ice_exp.criteria.base import Criterion, State, check_nonempty
 from ice_exp.generators.base import Frame
-from ice_exp.images import resize
 
 
 def cubic_weights(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -2,7 +2,7 @@
 
 Lightning is used for devices, DDP and the progress bar only: its validation loop visits every sample once,
 does not wrap the module, and with ``inference_mode=False`` the steps may differentiate. Each validation step
-updates one :class:`GramAccumulator` per term, and one per solver *view* (a [D, D] matrix a solver reads of
+updates one :class:`GramMean` per term, and one per solver *view* (a [D, D] matrix a solver reads of
 each sample's Grams, e.g. the consensus solver's projector onto that sample's own solution);
 :func:`accumulate` returns their sums over all processes to rank 0 and nothing else. Everything after
 accumulation runs outside Lightning, on rank 0 alone.
@@ -17,8 +17,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ice_exp import stop
-from ice_exp.engine.accumulator import GramAccumulator
+from ice_exp.common import stop
+from ice_exp.engine.gram_mean import GramMean
 from ice_exp.engine.grams import SampleGrams
 
 View = Callable[[dict[str, Tensor]], Tensor]  # one sample's {term name: JᵀJ} -> a [D, D] matrix to average
@@ -57,9 +57,9 @@ class GramAccumulation(pl.LightningModule):
         self.generator, self.space, self.grams = grams.generator, grams.space, grams
         self.criteria = nn.ModuleList(grams.terms.criteria.values())  # registered so that .to(device) moves them
         dim = grams.generator.space_dim(grams.space)
-        self.accumulators = nn.ModuleDict({t.name: GramAccumulator(dim) for t in grams.terms.terms})
+        self.accumulators = nn.ModuleDict({t.name: GramMean(dim) for t in grams.terms.terms})
         self.views = list((views or {}).items())  # names may hold dots, which a ModuleDict refuses
-        self.view_accumulators = nn.ModuleList(GramAccumulator(dim) for _ in self.views)
+        self.view_accumulators = nn.ModuleList(GramMean(dim) for _ in self.views)
 
     def validation_step(self, z: Tensor, batch_idx: int) -> None:
         stop.check()

@@ -4,7 +4,7 @@ Layout: ``<cache_dir>/<run key>/<sample key>.safetensors``, one file per sample 
 JᵀJ. The run key hashes everything that decides the matrices except the sample: the generator's and the
 criteria's weights (every state-dict tensor, so retrained or differently seeded models never collide),
 their other settings (every submodule's plain attributes: toyface's resolution, a layer's noise mode;
-the analyzers' input side, mask and heatmap modes: engine.grams.analyzer_settings), the code that
+the analyzers' input side, mask and heatmap modes), the code that
 computes them (``source_hash``: an edited renderer or criterion never reads the old code's Grams), the
 space, the terms (criterion configs and parts; not the ratios, which only the solver reads) and the
 engine options that change the result (precision and the low-rank options; mode and chunk give the same
@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ice_exp.files import atomic_write
+from ice_exp.common.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def state_hash(*modules: nn.Module) -> str:
     return digest.hexdigest()
 
 
-SOURCES = ("generators", "criteria", "analyzers", "engine", "images.py", "face_parts.py", "terms.py")  # of ice_exp/
+SOURCES = ("generators", "world", "criteria", "analyzers", "engine", "common/images.py", "common/face_parts.py")  # of ice_exp/
 
 
 @functools.cache

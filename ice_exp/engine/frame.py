@@ -23,10 +23,10 @@ import itertools
 import torch
 from torch import Tensor
 
+from ice_exp.criteria.terms import Terms
 from ice_exp.engine.jacobian import Fn, basis_rows, check_mode, directional, jacobian
 from ice_exp.engine.memory import in_chunks
 from ice_exp.generators.base import Frame, Generator
-from ice_exp.terms import Terms
 
 Part = tuple[str, str]  # (criterion key of Terms.criteria, part)
 

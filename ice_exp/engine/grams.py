@@ -8,15 +8,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ice_exp.analyzers.base import Landmarker, Parser
-from ice_exp.analyzers.weights import Pretrained
+from ice_exp.config.rules import ENGINE, enforce
+from ice_exp.config.schema import Engine
+from ice_exp.criteria.terms import Terms
 from ice_exp.engine.cache import GramCache, key_of, module_settings, source_hash, state_hash
 from ice_exp.engine.frame import FramePasses, Part
 from ice_exp.engine.jacobian import check_mode, gram
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.base import Generator
-from ice_exp.terms import Terms
 
 
 def criterion_fns(generator: Generator, terms: Terms, u: Tensor, space: str
@@ -85,35 +85,26 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
     return grams
 
 
-def analyzer_settings(terms: Terms) -> list[str]:
-    """Each analyzer's settings that are not weights (its ``extra_repr``: input side, mask or heatmap mode).
-    They change the Grams as much as the weights do, so they key the Gram cache."""
-    return sorted({f"{type(m).__name__}({m.extra_repr()})" for criterion in terms.criteria.values()
-                   for m in criterion.modules() if isinstance(m, (Parser, Landmarker, Pretrained))})
-
-
 class SampleGrams:
     """The per-sample step of a discovery run: (z, u) -> {term name: JᵀJ}, with the engine options of
     ``conf/config.yaml: engine`` and, when ``cache_dir`` is set, a per-sample Gram cache (engine.cache):
     a sample whose file exists is read instead of computed, so a killed run resumes where it stopped."""
 
-    def __init__(self, generator: Generator, terms: Terms, space: str, mode: str = "auto", chunk: int | None = None,
-                 precision: str = "fp32", activate_topk: int | None = None, suppress_rank: int | None = None,
-                 oversample: int = 10, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, generator: Generator, terms: Terms, space: str, mode: str = Engine.mode.value,
+                 chunk: int | None = Engine.chunk, precision: str = Engine.precision.value,
+                 activate_topk: int | None = Engine.activate_topk, suppress_rank: int | None = Engine.suppress_rank,
+                 oversample: int = Engine.oversample, cache_dir: str | Path | None = Engine.cache_dir) -> None:
         check_mode(mode)
         check_precision(precision)
-        for name, value in (("activate_topk", activate_topk), ("suppress_rank", suppress_rank)):
-            if value is not None and value < 1:
-                raise ValueError(f"engine.{name}: must be >= 1 or null (exact), got {value}")
-        if oversample < 0:
-            raise ValueError(f"engine.oversample: must be >= 0, got {oversample}")
+        enforce(ENGINE, {"chunk": chunk, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
+                         "oversample": oversample}, "engine.")
         self.generator, self.terms, self.space, self.cache_dir = generator, terms, space, cache_dir
         self.options = dict(mode=mode, chunk=chunk, precision=precision, activate_topk=activate_topk,
                             suppress_rank=suppress_rank, oversample=oversample)
         self.cache = None
         if cache_dir is not None:
             what = {"space": space, "terms": [(t.name, t.criterion, t.part) for t in terms.terms],
-                    "analyzers": analyzer_settings(terms), "settings": module_settings(generator, *terms.criteria.values()),
+                    "settings": module_settings(generator, *terms.criteria.values()),
                     "code_sha256": source_hash(),
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
                     "oversample": oversample if activate_topk or suppress_rank else None}

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ice_exp.config.schema import EngineMode
 from ice_exp.engine.memory import in_chunks
-from ice_exp.schema import EngineMode
 
-MODES = tuple(m.value for m in EngineMode)  # the schema's choices (ice_exp/schema.py)
+MODES = tuple(m.value for m in EngineMode)  # the schema's choices (ice_exp/config/schema.py)
 
 Fn = Callable[[Tensor], Tensor]
 Rows = Tensor | Callable[[int, int], Tensor]  # [count, n], or (start, stop) -> rows start..stop-1

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ice_exp.config.rules import ENGINE, enforce
+
 CPU_CHUNK = 64  # items per batched pass on CPU (memory is rarely the limit there; threads are)
 MAX_CHUNK = 4096  # cap for CUDA, so that one batch never holds more than this many cotangents / tangents
 FREE_SHARE = 0.8  # share of the free CUDA memory one batch may take
@@ -30,8 +32,7 @@ def in_chunks(apply: Callable[[int, int], Tensor], count: int, device: torch.dev
 
     ``chunk=None`` picks the size from memory (see module docstring); any chunk is halved on out-of-memory
     until one item fails alone, which re-raises."""
-    if chunk is not None and chunk < 1:
-        raise ValueError(f"engine.chunk: must be >= 1 or null (choose from memory), got {chunk}")
+    enforce({"chunk": ENGINE["chunk"]}, {"chunk": chunk}, "engine.")  # null: chosen from memory
     out: list[Tensor] = []
     start = 0
     if chunk is None:

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ice_exp.common.linalg import eigenspace_angle
+from ice_exp.config.schema import Precision
 from ice_exp.engine.jacobian import Fn, gram, jacobian
-from ice_exp.linalg import eigenspace_angle
-from ice_exp.schema import Precision
 
-PRECISIONS = tuple(p.value for p in Precision)  # the schema's choices (ice_exp/schema.py)
+PRECISIONS = tuple(p.value for p in Precision)  # the schema's choices (ice_exp/config/schema.py)
 
 
 def check_precision(precision: str) -> str:

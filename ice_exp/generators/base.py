@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ice_exp.schema import Space
+from ice_exp.config.schema import Space
 
-SPACES = tuple(s.value for s in Space)  # the schema's choices (ice_exp/schema.py)
+SPACES = tuple(s.value for s in Space)  # the schema's choices (ice_exp/config/schema.py)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from ice_exp.linalg import orthonormal
+from ice_exp.common.linalg import orthonormal
 
 
 class MeanPerDirection(Metric):

@@ -33,7 +33,7 @@ class Problem:
     @staticmethod
     def of(grams: dict[str, Tensor], terms: Any, generator: Generator | None = None, space: str | None = None) -> "Problem":
         """The problem of accumulated Grams {term name: M} (and {VIEW + view key: mean local view}) for
-        ``terms`` (ice_exp.terms.Terms)."""
+        ``terms`` (ice_exp.criteria.terms.Terms)."""
         return Problem(activate=grams[terms.activate.name],
                        suppress=[SuppressTerm(t.name, grams[t.name], t.ratio) for t in terms.suppress],
                        generator=generator, space=space,

@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ice_exp.linalg import orthonormal
-from ice_exp.rules import SOLVER, enforce
+from ice_exp.common.linalg import orthonormal
+from ice_exp.config.rules import SOLVER, enforce
+from ice_exp.config.schema import ConsensusSolver
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
 from ice_exp.solvers.ice import EarlyProjection
 
@@ -33,8 +34,9 @@ class Consensus(Solver):
     when it returns as many directions. Needs the Grams and the view accumulated with them
     (``Problem.views[view_key]``)."""
 
-    def __init__(self, rho: float = 1e-4, null_space: str = "intersection", intersection_tol: float = 1e-2,
-                 vote: float = 0.5, max_directions: int | None = None) -> None:
+    def __init__(self, rho: float = ConsensusSolver.rho, null_space: str = ConsensusSolver.null_space.value,
+                 intersection_tol: float = ConsensusSolver.intersection_tol, vote: float = ConsensusSolver.vote,
+                 max_directions: int | None = ConsensusSolver.max_directions) -> None:
         enforce({"vote": SOLVER["vote"]}, {"vote": vote}, "solver.")
         self.local = EarlyProjection(rho=rho, null_space=null_space, intersection_tol=intersection_tol)
         self.vote, self.max_directions = vote, max_directions

@@ -4,11 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ice_exp.linalg import significant_eigenspace
-from ice_exp.schema import NullSpace
+from ice_exp.common.linalg import significant_eigenspace
+from ice_exp.config.rules import SOLVER, enforce
+from ice_exp.config.schema import IceSolver, NullSpace
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
 
-NULL_SPACES = tuple(n.value for n in NullSpace)  # the schema's choices (ice_exp/schema.py)
+NULL_SPACES = tuple(n.value for n in NullSpace)  # the schema's choices (ice_exp/config/schema.py)
 
 
 def null_intersection(problem: Problem, tol: float = 1e-6) -> Tensor:
@@ -64,8 +65,9 @@ class EarlyProjection(Solver):
     BᵀM_act B in the null-space basis B and keep σ > rho * σ_max. Needs the Gram matrices only.
     ``null_space``: "intersection" (docs/method.md §4, the default) or "sequential" (see sequential_null_basis)."""
 
-    def __init__(self, rho: float = 1e-2, max_directions: int | None = None, null_space: str = "intersection",
-                 intersection_tol: float = 1e-6) -> None:
+    def __init__(self, rho: float = IceSolver.rho, max_directions: int | None = IceSolver.max_directions,
+                 null_space: str = IceSolver.null_space.value, intersection_tol: float = IceSolver.intersection_tol) -> None:
+        enforce(SOLVER, {"rho": rho, "max_directions": max_directions, "intersection_tol": intersection_tol}, "solver.")
         self.rho, self.max_directions = rho, max_directions
         self.null_space, self.intersection_tol = null_space, intersection_tol
         null_basis(Problem(torch.zeros(1, 1, dtype=torch.float64)), null_space)  # validate now
@@ -84,10 +86,12 @@ class LateProjection(Solver):
     of *all* suppress terms and renormalised (the seed's version used only the last term and normalised
     rows). Directions whose projection vanishes are dropped. σ is the activate gain after projection."""
 
-    def __init__(self, rho: float = 1e-2, max_directions: int | None = None, null_space: str = "intersection",
-                 intersection_tol: float = 1e-6) -> None:
+    def __init__(self, rho: float = IceSolver.rho, max_directions: int | None = IceSolver.max_directions,
+                 null_space: str = IceSolver.null_space.value, intersection_tol: float = IceSolver.intersection_tol) -> None:
+        enforce(SOLVER, {"rho": rho, "max_directions": max_directions, "intersection_tol": intersection_tol}, "solver.")
         self.rho, self.max_directions = rho, max_directions
         self.null_space, self.intersection_tol = null_space, intersection_tol
+        null_basis(Problem(torch.zeros(1, 1, dtype=torch.float64)), null_space)  # validate now
 
     def __call__(self, problem: Problem) -> Solution:
         act = problem.activate.double()

@@ -15,6 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ice_exp.config import schema
+from ice_exp.config.rules import SOLVER, enforce
+from ice_exp.config.schema import Basis, ToRGB
 from ice_exp.engine.jacobian import basis_rows, directional
 from ice_exp.generators.base import Generator
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
@@ -52,7 +55,8 @@ def w_to_space(generator: Generator, space: str, directions: Tensor, layers: lis
     return wp / wp.norm(dim=0)
 
 
-TORGB = ("last", "all", "none")
+TORGB = tuple(t.value for t in ToRGB)  # the schema's choices
+BASES = tuple(b.value for b in Basis)
 
 
 def affine_matrix(generator: Generator, layers: list[int] | None = None, torgb: str = "all") -> Tensor:
@@ -87,7 +91,8 @@ class SeFa(Solver):
 
     needs_grams = False
 
-    def __init__(self, layers: list[int] | None = None, torgb: str = "last", max_directions: int | None = 10) -> None:
+    def __init__(self, layers: list[int] | None = schema.SeFa.layers, torgb: str = schema.SeFa.torgb.value,
+                 max_directions: int | None = schema.SeFa.max_directions) -> None:
         self.layers, self.torgb, self.max_directions = layers, torgb, max_directions
 
     def __call__(self, problem: Problem) -> Solution:
@@ -113,10 +118,12 @@ class GANSpace(Solver):
 
     needs_grams = False
 
-    def __init__(self, num_samples: int = 300_000, basis: str = "w", layers: list[int] | None = None,
-                 max_directions: int | None = 10, seed: int = 0, batch: int = 1000) -> None:
-        if basis not in ("w", "s"):
-            raise ValueError(f"ganspace.basis: unknown {basis!r}; allowed values: w, s")
+    def __init__(self, num_samples: int = schema.GANSpace.num_samples, basis: str = schema.GANSpace.basis.value,
+                 layers: list[int] | None = schema.GANSpace.layers, max_directions: int | None = schema.GANSpace.max_directions,
+                 seed: int = schema.GANSpace.seed, batch: int = schema.GANSpace.batch) -> None:
+        enforce(SOLVER, {"num_samples": num_samples, "batch": batch, "max_directions": max_directions}, "solver.")
+        if basis not in BASES:
+            raise ValueError(f"ganspace.basis: unknown {basis!r}; allowed values: {', '.join(BASES)}")
         if basis == "s" and layers is not None:
             raise ValueError(f"ganspace.layers {layers} with basis s: style components are not applied to w+ entries; "
                              f"set layers: null, or basis: w to apply w components to chosen entries")

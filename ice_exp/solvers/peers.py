@@ -13,9 +13,14 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from ice_exp.config import schema
+from ice_exp.config.rules import LOWRANKGAN, SOLVER, enforce
+from ice_exp.config.schema import PeerOrder, RpcaMethod
 from ice_exp.solvers.base import Problem, Solution, Solver, ranked
 
-RPCA_METHODS = ("admm", "ialm")
+RPCA_METHODS = tuple(m.value for m in RpcaMethod)  # the schema's choices
+ORDERS = tuple(o.value for o in PeerOrder)
+DEFAULTS = schema.LowRankGAN  # its keyword defaults (the schema's, one place)
 
 
 def robust_pca(m: Tensor, lam: float = 1 / 60, method: str = "admm") -> tuple[Tensor, Tensor, int]:
@@ -139,11 +144,14 @@ class LowRankGAN(Solver):
     reach for D ≈ 9,000).
     """
 
-    def __init__(self, rpca: bool = True, lam: float = 1 / 60, rpca_method: str = "admm", num_relax: int = 0,
-                 rho: float | None = None, null_ratio: float | None = None, min_removed: int = 1,
-                 order: str = "foreground", max_directions: int | None = None) -> None:
-        if order not in ("foreground", "gain"):
-            raise ValueError(f"lowrankgan.order: unknown {order!r}; allowed values: foreground, gain")
+    def __init__(self, rpca: bool = DEFAULTS.rpca, lam: float = DEFAULTS.lam, rpca_method: str = DEFAULTS.rpca_method.value,
+                 num_relax: int = DEFAULTS.num_relax, rho: float | None = DEFAULTS.rho,
+                 null_ratio: float | None = DEFAULTS.null_ratio, min_removed: int = DEFAULTS.min_removed,
+                 order: str = DEFAULTS.order.value, max_directions: int | None = DEFAULTS.max_directions) -> None:
+        enforce(LOWRANKGAN, {"lam": lam, "num_relax": num_relax, "rho": rho, "null_ratio": null_ratio,
+                             "min_removed": min_removed, "max_directions": max_directions}, "solver.")
+        if order not in ORDERS:
+            raise ValueError(f"lowrankgan.order: unknown {order!r}; allowed values: {', '.join(ORDERS)}")
         if rpca_method not in RPCA_METHODS:
             raise ValueError(f"lowrankgan.rpca_method: unknown {rpca_method!r}; allowed values: {', '.join(RPCA_METHODS)}")
         self.rpca, self.lam, self.rpca_method, self.num_relax, self.rho = rpca, lam, rpca_method, num_relax, rho
@@ -180,7 +188,9 @@ class ReSeFa(Solver):
     Takes the Grams only; no robust PCA (as the paper).
     """
 
-    def __init__(self, tau: float = 1e-3, rho: float = 1e-2, max_directions: int | None = None) -> None:
+    def __init__(self, tau: float = schema.ReSeFa.tau, rho: float = schema.ReSeFa.rho,
+                 max_directions: int | None = schema.ReSeFa.max_directions) -> None:
+        enforce(SOLVER, {"tau": tau, "rho": rho, "max_directions": max_directions}, "solver.")
         self.tau, self.rho, self.max_directions = tau, rho, max_directions
 
     def __call__(self, problem: Problem) -> Solution:

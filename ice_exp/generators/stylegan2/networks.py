@@ -224,9 +224,6 @@ class SynthesisBlock(nn.Module):
                                     conv_clamp=conv_clamp, **layer_kwargs)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
 
-    def layer_names(self) -> list[str]:
-        return ["conv1", "torgb"] if self.in_channels == 0 else ["conv0", "conv1", "torgb"]
-
     def forward(self, x: Tensor | None, img: Tensor | None, styles: list[Tensor],
                 noise_mode: str = "const") -> tuple[Tensor, Tensor]:
         if self.in_channels == 0:

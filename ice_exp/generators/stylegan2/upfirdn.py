@@ -84,12 +84,3 @@ def upsample2d(x: Tensor, f: Tensor | None, up: int = 2, padding: Padding = 0, f
     fw, fh = _filter_size(f)
     p = [x0 + (fw + up - 1) // 2, x1 + (fw - up) // 2, y0 + (fh + up - 1) // 2, y1 + (fh - up) // 2]
     return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * up * up)
-
-
-def downsample2d(x: Tensor, f: Tensor | None, down: int = 2, padding: Padding = 0, flip_filter: bool = False,
-                 gain: float = 1.0) -> Tensor:
-    """Low-pass with ``f`` then keep every ``down``-th pixel; output size is the input divided by ``down``."""
-    x0, x1, y0, y1 = _pad4(padding)
-    fw, fh = _filter_size(f)
-    p = [x0 + (fw - down + 1) // 2, x1 + (fw - down) // 2, y0 + (fh - down + 1) // 2, y1 + (fh - down) // 2]
-    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)

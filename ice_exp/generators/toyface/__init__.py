@@ -1,5 +1,5 @@
-"""toyface: the embedded synthetic face world with known ground truth."""
+"""toyface: the embedded synthetic face generator with known ground-truth factors (its oracle analyzers and
+the truth of the tasks, which read the drawn scene, are the toyface *world*: ice_exp/world)."""
 from ice_exp.generators.toyface.generator import ToyFaceGenerator
-from ice_exp.generators.toyface.oracles import OracleLandmarker, OracleParser
 
-__all__ = ["ToyFaceGenerator", "OracleParser", "OracleLandmarker"]
+__all__ = ["ToyFaceGenerator"]

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ice_exp.config.rules import CURVATURE, enforce
 from ice_exp.generators.base import Frame, Generator
 from ice_exp.generators.toyface.factors import FACTORS, curve_weights, factor_index, readout_matrix, true_subspace
 from ice_exp.generators.toyface.render import render
-from ice_exp.rules import CURVATURE, enforce
 
 NORMALISING_SAMPLES = 4096  # z samples used once to centre and scale the factor read-out
 TEXTURE_WAVES = 12  # sinusoids summed into the fixed skin / hair texture

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ice_exp.face_parts import REGIONS
+from ice_exp.common.face_parts import REGIONS
 from ice_exp.generators.toyface.factors import FACTORS
 
 EPS = 1e-6
