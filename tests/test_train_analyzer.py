@@ -214,14 +214,42 @@ def test_the_seven_task_comparison_runs_with_trained_files_and_resumes(trained, 
     assert tasks.main(argv) == [row]
 
 
+def tiny_recipes(trained: dict[str, object]) -> dict[str, str]:
+    """{net: the conf/train_analyzer.yaml overrides of its tiny recipe}, pointing at the fixture's cache."""
+    common = [f"data.{k}={v}" for k, v in vars(TINY_DATA).items()] + [f"cache_dir={trained['fan'].parent.parent}"]
+    return {name: " ".join(common + [f"analyzer_net.{k}={v}" for k, v in TINY[name].items() if k != "name"]) for name in TINY}
+
+
+def test_the_trained_tier_runs_its_cases_with_the_cached_networks(trained, tmp_path, monkeypatch) -> None:
+    """experiments/worlds/tiers.py --trained at a tiny size: the networks are found in the cache by their
+    settings (no training), and every case is built with both files loaded."""
+    from experiments.worlds import tiers
+
+    monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
+    loaded = []
+
+    def build_setup(cfg):
+        loaded.append((cfg.analyzer.parser.path, cfg.analyzer.landmarker.path))
+        return real(cfg)
+
+    real = tiers.build_setup
+    monkeypatch.setattr(tiers, "build_setup", build_setup)
+    nets, out = tiny_recipes(trained), tmp_path / "tiers.jsonl"
+    tiers.main(["--trained", "--bisenet", nets["bisenet"], "--fan", nets["fan"], "--tasks", "hair_photometry",
+                "--methods", "recommended", "--worlds", "3-3", "--curvatures", "0", "--out", str(out),
+                "--overrides", "generator.resolution=64 samples.indices=[0,1] samples.eval_num=2"])
+    assert loaded == [(str(trained["bisenet"]), str(trained["fan"]))]
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (row["task"], row["world"], row["scores"]["recommended"]["gt/dim_true"]) == ("hair_photometry", 3, 2)
+
+
 def test_the_reproduction_trains_scores_and_runs_tasks_and_glue(trained, tmp_path, monkeypatch) -> None:
     """experiments/trained_analyzers/reproduce.py at a tiny size: the cached tiny files are found by their
     settings (no training), scored, and the task and glue tables written."""
     from experiments.trained_analyzers import reproduce
 
     monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
-    common = [f"data.{k}={v}" for k, v in vars(TINY_DATA).items()] + [f"cache_dir={trained['fan'].parent.parent}"]
-    nets = {name: " ".join(common + [f"analyzer_net.{k}={v}" for k, v in TINY[name].items() if k != "name"]) for name in TINY}
+    nets = tiny_recipes(trained)
     nets["bisenet"] += " analyzer_scores.last_world=10 analyzer_scores.faces=2 analyzer_scores.resolution=64"
     reproduce.main(["--worlds", "3-3", "--tasks", "hair_photometry", "--out", str(tmp_path), "--grams", str(tmp_path / "grams"),
                     "--overrides", "generator.resolution=64 samples.indices=[0] space=w",

@@ -7,8 +7,10 @@ the trust score without ground truth (trust/agreement: how much of each answer t
 solutions hold), with its rank correlation to the true purity over all cases and methods.
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
-(``--methods recommended,consensus`` for some of the columns only; ``--overrides "<run overrides>"`` for
-another tier's analyzers, e.g. the trained BiSeNet and FAN: experiments/results/trained_analyzers/RESULTS.md)
+(``--methods recommended,consensus`` for some of the columns only). ``--trained``: the trained-analyzer tiers,
+the BiSeNet and FAN of conf/analyzer_net (trained on first use, about 56 min on 2 free cores, then read from the
+cache as ``make trained-analyzers`` leaves it) loaded as a user loads them; ``--overrides "<run overrides>"``
+for any other analyzers or settings.
 
 The same numbers as ``ice-exp -cn tiers -m`` runs for these columns, at a fraction of the cost: the 16 faces'
 Grams are computed once (engine.cache_dir, $ICE_EXP_CACHE) and every solver reads them. Prints one line per
@@ -24,6 +26,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from experiments.trained_analyzers.reproduce import loading_overrides, train_both
 from ice_exp.config import CONF_DIR
 from ice_exp.metrics.directional import agreement
 from ice_exp.run.build import build_setup, compose_solver
@@ -74,18 +77,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated columns (default: all: {','.join(METHODS)})")
     p.add_argument("--overrides", default="", help="further run overrides for every case (another tier's analyzers)")
+    p.add_argument("--trained", action="store_true", help="load the trained BiSeNet + FAN (trained once, then cached)")
+    p.add_argument("--bisenet", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the BiSeNet")
+    p.add_argument("--fan", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the FAN")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
     args = p.parse_args(argv)
     if unknown := set(args.methods.split(",")) - set(METHODS):
         p.error(f"--methods: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(METHODS)}")
     first, last = (int(x) for x in args.worlds.split("-"))
+    overrides = shlex.split(args.overrides)
+    if args.trained:
+        overrides = [*shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(args.bisenet),
+                                                                 "fan": shlex.split(args.fan)}))), *overrides]
     rows = []
     for curvature in (float(c) for c in args.curvatures.split(",")):
         for world in range(first, last + 1):
             for task in args.tasks.split(","):
-                scores = case(task, world, curvature, tuple(args.methods.split(",")), tuple(shlex.split(args.overrides)))
+                scores = case(task, world, curvature, tuple(args.methods.split(",")), tuple(overrides))
                 ceiling = next(iter(scores.values()))  # the same for every method
-                row = {"task": task, "world": world, "curvature": curvature, "overrides": args.overrides, "scores": scores}
+                row = {"task": task, "world": world, "curvature": curvature, "overrides": shlex.join(overrides), "scores": scores}
                 rows.append(row)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
