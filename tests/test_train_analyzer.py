@@ -226,13 +226,12 @@ def test_the_trained_tier_runs_its_cases_with_the_cached_networks(trained, tmp_p
     from experiments.worlds import tiers
 
     monkeypatch.setattr(recipe, "train", lambda *a, **k: pytest.fail("trained again"))
-    loaded = []
+    loaded, real = [], tiers.build_setup
 
     def build_setup(cfg):
         loaded.append((cfg.analyzer.parser.path, cfg.analyzer.landmarker.path))
         return real(cfg)
 
-    real = tiers.build_setup
     monkeypatch.setattr(tiers, "build_setup", build_setup)
     nets, out = tiny_recipes(trained), tmp_path / "tiers.jsonl"
     tiers.main(["--trained", "--bisenet", nets["bisenet"], "--fan", nets["fan"], "--tasks", "hair_photometry",
