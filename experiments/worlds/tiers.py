@@ -10,7 +10,9 @@ solutions hold), with its rank correlation to the true purity over all cases and
 (``--methods recommended,consensus`` for some of the columns only). ``--trained``: the trained-analyzer tiers,
 the BiSeNet and FAN of conf/analyzer_net (trained on first use, about 56 min on 2 free cores, then read from the
 cache as ``make trained-analyzers`` leaves it) loaded as a user loads them; ``--overrides "<run overrides>"``
-for any other analyzers or settings.
+for any other analyzers or settings. ``--floors 1-2``: every suppress ratio raised to its noise floor, the
+analyzers' own error measured against the oracles on those (validation) worlds' held-out faces
+(ice_exp.run.noise_floor), once per task before any case.
 
 The same numbers as ``ice-exp -cn tiers -m`` runs for these columns, at a fraction of the cost: the 16 faces'
 Grams are computed once (engine.cache_dir, $ICE_EXP_CACHE) and every solver reads them. Prints one line per
@@ -25,12 +27,14 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from experiments.trained_analyzers.reproduce import loading_overrides, train_both
 from ice_exp.config import CONF_DIR
 from ice_exp.metrics.directional import agreement
 from ice_exp.run.build import build_setup, compose_solver
 from ice_exp.run.evaluation import ground_truth
+from ice_exp.run.noise_floor import floored_ratios, noise_floors
 from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
@@ -41,11 +45,31 @@ PEERS = ("resefa", "lowrankgan", "sefa", "ganspace")  # conf/solver names, their
 METHODS = ("recommended", "consensus", *PEERS)
 
 
+def composed(task: str, world: int, curvature: float, overrides: tuple[str, ...] = ()) -> DictConfig:
+    """The tiers config of one case: the task's consensus experiment in that world and tier."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
+                                           f"generator.curvature={curvature}", *overrides])
+
+
+def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """``criteria.suppress.<term>.ratio=...`` raising each ratio of ``task`` to its noise floor with the
+    analyzers of ``overrides``: the largest over the validation ``worlds`` (linear), each measured on their
+    held-out faces against the oracle analyzers (ice_exp.run.noise_floor)."""
+    floors: dict[str, float] = {}
+    oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith("analyzer"))  # the same run, exact analyzers
+    for world in worlds:
+        measured, exact = build_setup(composed(task, world, 0.0, overrides)), build_setup(composed(task, world, 0.0, oracles))
+        for name, f in noise_floors(measured, exact, measured.z_eval).items():
+            floors[name] = max(f, floors.get(name, 0.0))
+    ratios = floored_ratios({t.name: t.ratio for t in measured.terms.suppress}, floors)
+    print(f"{task}: noise floors {', '.join(f'{n} {f:.2g}' for n, f in floors.items())}", flush=True)
+    return tuple(f"criteria.suppress.{name}.ratio={r!r}" for name, r in ratios.items())
+
+
 def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = METHODS,
          overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
-                                          f"generator.curvature={curvature}", *overrides])
+    cfg = composed(task, world, curvature, overrides)
     setup = build_setup(cfg)
     faces = [setup.sample_grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
 
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trained", action="store_true", help="load the trained BiSeNet + FAN (trained once, then cached)")
     p.add_argument("--bisenet", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the BiSeNet")
     p.add_argument("--fan", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the FAN")
+    p.add_argument("--floors", default=None, help="first-last validation worlds: raise every suppress ratio to its "
+                   "noise floor measured there against the oracles (ice_exp.run.noise_floor)")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
     args = p.parse_args(argv)
     if unknown := set(args.methods.split(",")) - set(METHODS):
@@ -89,13 +115,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.trained:
         overrides = [*shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(args.bisenet),
                                                                  "fan": shlex.split(args.fan)}))), *overrides]
+    floors = {}
+    if args.floors:
+        first_v, last_v = (int(x) for x in args.floors.split("-"))
+        floors = {task: floor_overrides(task, range(first_v, last_v + 1), tuple(overrides)) for task in args.tasks.split(",")}
     rows = []
     for curvature in (float(c) for c in args.curvatures.split(",")):
         for world in range(first, last + 1):
             for task in args.tasks.split(","):
-                scores = case(task, world, curvature, tuple(args.methods.split(",")), tuple(overrides))
+                run_overrides = (*overrides, *floors.get(task, ()))
+                scores = case(task, world, curvature, tuple(args.methods.split(",")), run_overrides)
                 ceiling = next(iter(scores.values()))  # the same for every method
-                row = {"task": task, "world": world, "curvature": curvature, "overrides": shlex.join(overrides), "scores": scores}
+                row = {"task": task, "world": world, "curvature": curvature, "overrides": shlex.join(run_overrides), "scores": scores}
                 rows.append(row)
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
