@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 
 import numpy as np
@@ -240,6 +241,23 @@ def test_the_trained_tier_runs_its_cases_with_the_cached_networks(trained, tmp_p
     assert loaded == [(str(trained["bisenet"]), str(trained["fan"]))]
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (row["task"], row["world"], row["scores"]["recommended"]["gt/dim_true"]) == ("hair_photometry", 3, 2)
+
+
+def test_the_trained_tier_raises_each_ratio_to_its_noise_floor(trained, tmp_path) -> None:
+    """tiers.py --floors: each suppress term's floor is measured on the validation world's held-out faces
+    against the oracles (the run's other overrides kept), and the cases run with the raised ratios."""
+    from experiments.worlds import tiers
+
+    nets, out = tiny_recipes(trained), tmp_path / "tiers.jsonl"
+    tiers.main(["--trained", "--bisenet", nets["bisenet"], "--fan", nets["fan"], "--tasks", "hair_photometry",
+                "--methods", "recommended", "--worlds", "3-3", "--curvatures", "0", "--floors", "4-4", "--out", str(out),
+                "--overrides", "generator.resolution=64 samples.indices=[0] samples.eval_num=2"])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    overrides = shlex.split(row["overrides"])
+    ratios = dict(o.removeprefix("criteria.suppress.").split(".ratio=") for o in overrides if o.startswith("criteria.suppress."))
+    dropped = {o.removeprefix("~criteria.suppress.") for o in overrides if o.startswith("~criteria.suppress.")}
+    assert set(ratios) | dropped == {"outside_hair", "landmarks"} and all(1e-4 <= float(r) < 1 for r in ratios.values())
+    assert "landmarks" in dropped or float(ratios["landmarks"]) > 1e-4  # a tiny FAN's points follow the hair's colour
 
 
 def test_the_reproduction_trains_scores_and_runs_tasks_and_glue(trained, tmp_path, monkeypatch) -> None:

@@ -55,7 +55,8 @@ def composed(task: str, world: int, curvature: float, overrides: tuple[str, ...]
 def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tuple[str, ...]:
     """``criteria.suppress.<term>.ratio=...`` raising each ratio of ``task`` to its noise floor with the
     analyzers of ``overrides``: the largest over the validation ``worlds`` (linear), each measured on their
-    held-out faces against the oracle analyzers (ice_exp.run.noise_floor)."""
+    held-out faces against the oracle analyzers (ice_exp.run.noise_floor); ``~criteria.suppress.<term>`` for a
+    term that is all error."""
     floors: dict[str, float] = {}
     oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith("analyzer"))  # the same run, exact analyzers
     for world in worlds:
@@ -64,7 +65,8 @@ def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tup
             floors[name] = max(f, floors.get(name, 0.0))
     ratios = floored_ratios({t.name: t.ratio for t in measured.terms.suppress}, floors)
     print(f"{task}: noise floors {', '.join(f'{n} {f:.2g}' for n, f in floors.items())}", flush=True)
-    return tuple(f"criteria.suppress.{name}.ratio={r!r}" for name, r in ratios.items())
+    return tuple(f"~criteria.suppress.{name}" if r is None else f"criteria.suppress.{name}.ratio={r!r}"
+                 for name, r in ratios.items())
 
 
 def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = METHODS,
@@ -139,11 +141,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def rank_correlation(rows: list[dict]) -> float:
-    """Spearman's ρ between trust/agreement and gt/purity_mean over every (case, method) with a direction."""
+    """Spearman's ρ between trust/agreement and gt/purity_mean over every (case, method) with a direction
+    (NaN with fewer than three)."""
     import scipy.stats
 
     pairs = [(s["trust/agreement"], s["gt/purity_mean"]) for r in rows for s in r["scores"].values() if s["gt/dim_found"]]
-    return float(scipy.stats.spearmanr(*zip(*pairs)).statistic)
+    return float(scipy.stats.spearmanr(*zip(*pairs)).statistic) if len(pairs) > 2 else float("nan")
 
 
 def summary(rows: list[dict]) -> str:

@@ -9,7 +9,8 @@ The floor is measured like an analyzer's validation error, against exact analyze
 (toyface's oracles, on worlds the scores never use): with J the term's Jacobian read through the measured
 analyzers and J* through the exact ones at the same faces, E = Σ (J − J*)ᵀ(J − J*) is the Gram of the error
 and the floor is λ_max(E) / λ_max(Σ JᵀJ), on the term's own scale. An eigenvalue below it is a change the
-term cannot tell from its analyzer's error, so a ratio is raised to it (:func:`floored_ratios`).
+term cannot tell from its analyzer's error, so a ratio is raised to it (:func:`floored_ratios`), and a
+term whose floor reaches 1 is all error.
 """
 from __future__ import annotations
 
@@ -51,10 +52,8 @@ def noise_floors(measured: Setup, exact: Setup, z: Tensor) -> dict[str, float]:
             for name in error}
 
 
-def floored_ratios(ratios: dict[str, float], floors: dict[str, float]) -> dict[str, float]:
+def floored_ratios(ratios: dict[str, float], floors: dict[str, float]) -> dict[str, float | None]:
     """Each term's ratio raised to its noise floor where the floor is higher (a term without a floor keeps
-    its ratio). A floor of 1 or more means the term's largest change is error: it cannot suppress anything."""
-    if bad := sorted(name for name, f in floors.items() if name in ratios and f >= 1):
-        raise ValueError(f"suppress terms {bad}: their analyzers' error is as large as their largest change "
-                         "(noise floor >= 1); remove them or use better analyzers")
-    return {name: max(r, floors.get(name, 0.0)) for name, r in ratios.items()}
+    its ratio); None for a term whose floor is 1 or more: its largest change is error, it can tell nothing
+    from its analyzer's error and should be left out."""
+    return {name: None if floors.get(name, 0.0) >= 1 else max(r, floors.get(name, 0.0)) for name, r in ratios.items()}
