@@ -50,9 +50,6 @@ def _top(sigma: Tensor, directions: Tensor, rho: float, max_directions: int | No
     return ranked(sigma[real], directions[:, real], max_directions, rho)
 
 
-
-
-
 def null_basis(problem: Problem, null_space: str = "intersection", tol: float = 1e-6) -> Tensor:
     """The basis B the directions must live in: docs/method.md's exact intersection, or the sequential one."""
     if null_space not in NULL_SPACES:
