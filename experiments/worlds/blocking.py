@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from experiments.trained_analyzers.reproduce import loading_overrides, train_both
 from experiments.trained_analyzers.tasks import truth_on_terms
-from experiments.worlds.tiers import TASKS, composed
+from experiments.worlds.tiers import TASKS, composed, face_grams, trained_overrides
 from ice_exp.run.build import build_setup
 
 
 def blocking(task: str, world: int, overrides: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """truth_on_terms on the summed Grams of the task's consensus faces in that linear world."""
     setup = build_setup(composed(task, world, 0.0, overrides))
-    faces = [setup.sample_grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
+    faces = face_grams(setup)
     return truth_on_terms(setup, {name: sum(g[name] for g in faces) for name in faces[0]})
 
 
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     overrides = shlex.split(args.overrides)
     if args.trained:
-        overrides = [*shlex.split(loading_overrides(*train_both({"bisenet": [], "fan": []}))), *overrides]
+        overrides = [*trained_overrides(), *overrides]
     first, last = (int(x) for x in args.worlds.split("-"))
     print("| task | world | activate: truth's share of λ_max (min–max) | suppress: share max · true dims blocked at the ratio |")
     print("|---|---|---|---|")

@@ -8,7 +8,7 @@ solutions hold), with its rank correlation to the true purity over all cases and
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
 (``--methods recommended,consensus`` for some of the columns only). ``--trained``: the trained-analyzer tiers,
-the BiSeNet and FAN of conf/analyzer_net (trained on first use, about 56 min on 2 free cores, then read from the
+the BiSeNet and FAN of conf/analyzer_net (trained on first use, 44 min side by side on the 2 cores, then read from the
 cache as ``make trained-analyzers`` leaves it) loaded as a user loads them; ``--overrides "<run overrides>"``
 for any other analyzers or settings. ``--floors 1-2``: every suppress ratio raised to its noise floor, the
 analyzers' own error measured against the oracles on those (validation) worlds' held-out faces
@@ -28,11 +28,12 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import Tensor
 
 from experiments.trained_analyzers.reproduce import loading_overrides, train_both
 from ice_exp.config import CONF_DIR
 from ice_exp.metrics.directional import agreement
-from ice_exp.run.build import build_setup, compose_solver
+from ice_exp.run.build import Setup, build_setup, compose_solver
 from ice_exp.run.evaluation import ground_truth
 from ice_exp.run.noise_floor import floored_ratios, noise_floors
 from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
@@ -50,6 +51,17 @@ def composed(task: str, world: int, curvature: float, overrides: tuple[str, ...]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("tiers", overrides=[f"experiment=toyface/consensus/{task}", f"generator.seed={world}",
                                            f"generator.curvature={curvature}", *overrides])
+
+
+def trained_overrides(bisenet: str = "", fan: str = "") -> list[str]:
+    """The run overrides that load the trained BiSeNet and FAN of conf/analyzer_net (with those recipe overrides),
+    trained on first use and read from the cache after."""
+    return shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(bisenet), "fan": shlex.split(fan)})))
+
+
+def face_grams(setup: Setup) -> list[dict[str, Tensor]]:
+    """Each training face's Grams (read from the Gram cache where a tier computed them before)."""
+    return [setup.sample_grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
 
 
 def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tuple[str, ...]:
@@ -73,7 +85,7 @@ def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = MET
          overrides: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     cfg = composed(task, world, curvature, overrides)
     setup = build_setup(cfg)
-    faces = [setup.sample_grams(z, setup.generator.encode(z[None], setup.space)[0]) for z in setup.z_train]
+    faces = face_grams(setup)
 
     def problem(grams: list[dict]) -> Problem:
         mean = {name: sum(g[name] for g in grams) / len(grams) for name in grams[0]}
@@ -115,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     first, last = (int(x) for x in args.worlds.split("-"))
     overrides = shlex.split(args.overrides)
     if args.trained:
-        overrides = [*shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(args.bisenet),
-                                                                 "fan": shlex.split(args.fan)}))), *overrides]
+        overrides = [*trained_overrides(args.bisenet, args.fan), *overrides]
     floors = {}
     if args.floors:
         first_v, last_v = (int(x) for x in args.floors.split("-"))
