@@ -43,11 +43,13 @@ def train_both(overrides: dict[str, list[str]]) -> tuple[dict[str, dict[str, Any
     return nets, files
 
 
-def loading_overrides(nets: dict[str, dict[str, Any]], files: dict[str, Path]) -> str:
-    """The run overrides that load both files, exactly as a user loads them."""
-    return (f"analyzer/parser=bisenet analyzer.parser.path={files['bisenet']} analyzer.parser.size={nets['bisenet']['size']} "
-            f"analyzer/landmarker=fan analyzer.landmarker.path={files['fan']} analyzer.landmarker.size={nets['fan']['size']} "
-            f"analyzer.landmarker.num_modules={nets['fan']['num_modules']}")
+def loading_overrides(nets: dict[str, dict[str, Any]], files: dict[str, Path], into: str = "analyzer") -> str:
+    """The run overrides that load both files, exactly as a user loads them: as the run's analyzers, or
+    with ``into="crosscheck"`` as its cross-check analyzers."""
+    group = "analyzer/{model}" if into == "analyzer" else "analyzer/{model}@" + into + ".{model}"
+    return (f"{group.format(model='parser')}=bisenet {into}.parser.path={files['bisenet']} {into}.parser.size={nets['bisenet']['size']} "
+            f"{group.format(model='landmarker')}=fan {into}.landmarker.path={files['fan']} {into}.landmarker.size={nets['fan']['size']} "
+            f"{into}.landmarker.num_modules={nets['fan']['num_modules']}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 term's λ_max on the 16 training faces' summed Grams (experiments.trained_analyzers.tasks.truth_on_terms), and the
 true dimensions each suppress term blocks at its ratio.
 
-``OMP_NUM_THREADS=1 python -m experiments.worlds.blocking --worlds 80-81 --trained [--overrides "..."]``: the
+``OMP_NUM_THREADS=1 python -m experiments.worlds.blocking --worlds 80-81 --trained [--crosscheck] [--overrides "..."]``: the
 Grams are those the tiers computed (the same cache), so after a tier has run this costs seconds a case.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import shlex
 
 from experiments.trained_analyzers.tasks import truth_on_terms
-from experiments.worlds.tiers import TASKS, composed, face_grams, trained_overrides
+from experiments.worlds.tiers import CROSSCHECK_RECIPE, TASKS, composed, face_grams, trained_overrides
 from ice_exp.run.build import build_setup
 
 
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worlds", default="80-81", help="first-last generator.seed")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--trained", action="store_true", help="the trained BiSeNet + FAN of conf/analyzer_net (cached)")
+    p.add_argument("--crosscheck", action="store_true", help="with --trained: the second BiSeNet + FAN as cross-check analyzers")
     p.add_argument("--overrides", default="", help="further run overrides")
     args = p.parse_args(argv)
     overrides = shlex.split(args.overrides)
     if args.trained:
         overrides = [*trained_overrides(), *overrides]
+    if args.crosscheck:
+        overrides = [*trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="crosscheck"), *overrides]
     first, last = (int(x) for x in args.worlds.split("-"))
     print("| task | world | activate: truth's share of λ_max (min–max) | suppress: share max · true dims blocked at the ratio |")
     print("|---|---|---|---|")

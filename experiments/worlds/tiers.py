@@ -53,10 +53,14 @@ def composed(task: str, world: int, curvature: float, overrides: tuple[str, ...]
                                            f"generator.curvature={curvature}", *overrides])
 
 
-def trained_overrides(bisenet: str = "", fan: str = "") -> list[str]:
+def trained_overrides(bisenet: str = "", fan: str = "", into: str = "analyzer") -> list[str]:
     """The run overrides that load the trained BiSeNet and FAN of conf/analyzer_net (with those recipe overrides),
-    trained on first use and read from the cache after."""
-    return shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(bisenet), "fan": shlex.split(fan)})))
+    trained on first use and read from the cache after, as the run's analyzers or (``into="crosscheck"``) its
+    cross-check ones."""
+    return shlex.split(loading_overrides(*train_both({"bisenet": shlex.split(bisenet), "fan": shlex.split(fan)}), into))
+
+
+CROSSCHECK_RECIPE = "seed=1 data.first_world=300"  # the second pair: other initial weights, other training worlds
 
 
 def face_grams(setup: Setup) -> list[dict[str, Tensor]]:
@@ -70,7 +74,7 @@ def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tup
     held-out faces against the oracle analyzers (ice_exp.run.noise_floor); ``~criteria.suppress.<term>`` for a
     term that is all error."""
     floors: dict[str, float] = {}
-    oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith("analyzer"))  # the same run, exact analyzers
+    oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith(("analyzer", "crosscheck")))  # the same run, exact analyzers
     for world in worlds:
         measured, exact = build_setup(composed(task, world, 0.0, overrides)), build_setup(composed(task, world, 0.0, oracles))
         for name, f in noise_floors(measured, exact, measured.z_eval).items():
@@ -118,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trained", action="store_true", help="load the trained BiSeNet + FAN (trained once, then cached)")
     p.add_argument("--bisenet", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the BiSeNet")
     p.add_argument("--fan", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the FAN")
+    p.add_argument("--crosscheck", action="store_true", help="with --trained: a second BiSeNet + FAN trained apart "
+                   f"({CROSSCHECK_RECIPE}) as the cross-check analyzers (criteria.terms)")
     p.add_argument("--floors", default=None, help="first-last validation worlds: raise every suppress ratio to its "
                    "noise floor measured there against the oracles (ice_exp.run.noise_floor)")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = shlex.split(args.overrides)
     if args.trained:
         overrides = [*trained_overrides(args.bisenet, args.fan), *overrides]
+    if args.crosscheck:
+        overrides = [*overrides, *trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="crosscheck")]
     floors = {}
     if args.floors:
         first_v, last_v = (int(x) for x in args.floors.split("-"))

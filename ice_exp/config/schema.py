@@ -151,6 +151,7 @@ class Config:
     viz: Viz = field(default_factory=Viz)
     generator: Any = MISSING
     analyzer: Any = MISSING
+    crosscheck: Any = None  # second analyzers (parser, landmarker) read beside ``analyzer``: criteria.terms
     criteria: Criteria = field(default_factory=Criteria)
     solver: Any = MISSING  # typed by the solver's own schema (below)
     logger: Any = None  # WandbLogger, or null (logger=none)

@@ -9,9 +9,15 @@ Config shape (``conf/criteria/*.yaml``)::
 
 Terms that name the same criterion config share one criterion, so its outputs are computed once per
 Jacobian pass and split into parts afterwards.
+
+With cross-check analyzers (``conf/crosscheck``: a second parser or landmarker, trained apart from the
+first), every criterion that reads one of them gets a twin reading them instead (``Term.twin``); the engine
+then gives the term the cross-Gram sym(J₁ᵀJ₂) of the two readings instead of J₁ᵀJ₁ (engine.grams), in which
+what only one network sees, its own error, averages out and what both see, the image's real change, stays.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +38,14 @@ class Term:
     criterion: str  # key of the shared criterion in Terms.criteria
     part: str
     ratio: float | None  # None for the activate term
+    twin: str | None = None  # key of the same criterion reading the cross-check analyzers (None: no cross-check)
 
 
 @dataclass
 class Terms:
     criteria: dict[str, Criterion]  # unique criteria, keyed by their config's JSON
     terms: list[Term]  # the activate term first, then the suppress terms
+    margin: float = 0.0  # cross-check: disagreements a change must exceed to count (engine.jacobian.gram)
 
     @property
     def activate(self) -> Term:
@@ -48,8 +56,8 @@ class Terms:
         return self.terms[1:]
 
     def parts_of(self, criterion: str) -> list[str]:
-        """The parts of a criterion that some term uses, in a fixed order."""
-        return sorted({t.part for t in self.terms if t.criterion == criterion})
+        """The parts of a criterion (or of a twin) that some term uses, in a fixed order."""
+        return sorted({t.part for t in self.terms if criterion in (t.criterion, t.twin)})
 
     def outputs(self, criterion: str, frame: Frame, state: dict) -> dict[str, Tensor]:
         out = self.criteria[criterion](frame, state)
@@ -62,8 +70,14 @@ def _check_ratio(ratio: Any, key: str) -> float:
     return float(ratio)
 
 
-def build_terms(cfg: dict[str, Any], analyzers: Analyzers) -> Terms:
-    """Validate every term and build the criteria; nothing is computed yet."""
+CROSSCHECK = " read by the cross-check analyzers"  # suffix of a twin's key in Terms.criteria
+
+
+def build_terms(cfg: dict[str, Any], analyzers: Analyzers, crosscheck: Analyzers | None = None, margin: float = 0.0) -> Terms:
+    """Validate every term and build the criteria (with ``crosscheck``, each criterion that reads one of its
+    models twice: see the module docstring); nothing is computed yet."""
+    if not isinstance(margin, (int, float)) or not 0 <= margin < float("inf"):
+        raise ValueError(f"crosscheck.margin: must be a finite number >= 0 (the disagreements a change must exceed), got {margin!r}")
     unknown = sorted(set(cfg) - {"name", "task", "activate", "suppress"})
     if unknown:
         raise ValueError(f"criteria: unknown keys {unknown}; allowed keys: name, task, activate, suppress")
@@ -84,5 +98,19 @@ def build_terms(cfg: dict[str, Any], analyzers: Analyzers) -> Terms:
             criteria[crit_key] = build_criterion(dict(spec["criterion"]), analyzers, key=f"{key}.criterion")
         criteria[crit_key].check_part(spec["part"], key=f"{key}.part")
         ratio = None if name == ACTIVATE else _check_ratio(spec.get("ratio"), f"{key}.ratio")
-        terms.append(Term(name=name, criterion=crit_key, part=spec["part"], ratio=ratio))
-    return Terms(criteria=criteria, terms=terms)
+        twin = _twin(criteria, crit_key, spec, analyzers, crosscheck, key)
+        terms.append(Term(name=name, criterion=crit_key, part=spec["part"], ratio=ratio, twin=twin))
+    return Terms(criteria=criteria, terms=terms, margin=margin)
+
+
+def _twin(criteria: dict[str, Criterion], crit_key: str, spec: dict[str, Any], analyzers: Analyzers,
+          crosscheck: Analyzers | None, key: str) -> str | None:
+    """The key of the criterion ``crit_key`` built on the cross-check analyzers (added to ``criteria`` once);
+    None when it reads none of them."""
+    reads = set(type(criteria[crit_key]).needs)
+    if crosscheck is None or not any(getattr(crosscheck, name) is not None for name in reads):
+        return None
+    if crit_key + CROSSCHECK not in criteria:
+        second = Analyzers(**{f.name: getattr(crosscheck, f.name) or getattr(analyzers, f.name) for f in dataclasses.fields(Analyzers)})
+        criteria[crit_key + CROSSCHECK] = build_criterion(dict(spec["criterion"]), second, key=f"{key}.criterion")
+    return crit_key + CROSSCHECK

@@ -10,10 +10,10 @@ from torch import Tensor
 
 from ice_exp.config.rules import ENGINE, enforce
 from ice_exp.config.schema import Engine
-from ice_exp.criteria.terms import Terms
+from ice_exp.criteria.terms import Term, Terms
 from ice_exp.engine.cache import GramCache, key_of, module_settings, source_hash, state_hash
 from ice_exp.engine.frame import FramePasses, Part
-from ice_exp.engine.jacobian import check_mode, gram
+from ice_exp.engine.jacobian import check_mode, gram, squared_change
 from ice_exp.engine.precision import check_precision, precision_error, precision_scope
 from ice_exp.engine.sketch import range_sketch, topk_gram
 from ice_exp.generators.base import Generator
@@ -35,10 +35,9 @@ def term_fn(generator: Generator, terms: Terms, u: Tensor, space: str, name: str
     return FramePasses(generator, terms, u, space).fn([(term.criterion, term.part)])
 
 
-def _by_term(terms: Terms, frames: FramePasses, parts: list[Part], moved: Tensor) -> dict[str, Tensor]:
-    """Split the parts' outputs side by side [K, m] into the terms that use them."""
-    split = dict(zip(parts, torch.split(moved, [frames.sizes[p] for p in parts], dim=1)))
-    return {t.name: split[(t.criterion, t.part)] for t in terms.terms if (t.criterion, t.part) in split}
+def _reads(term: Term) -> list[Part]:
+    """The parts a term's Gram is made of: its own, and its twin's with cross-check analyzers."""
+    return [(term.criterion, term.part)] + ([(term.twin, term.part)] if term.twin else [])
 
 
 EXACT = "exact"  # the ``passes`` key of the exact terms' shared Jacobian
@@ -67,14 +66,17 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
         exact_passes = frames.point.numel()
         sketched = [t for t in terms.terms
                     if rank[t.name] and rank[t.name] + oversample < min(frames.sizes[(t.criterion, t.part)], exact_passes)]
-        exact = [p for p in frames.parts() if any((t.criterion, t.part) == p for t in terms.terms if t not in sketched)]
+        if twinned := [t.name for t in sketched if t.twin]:
+            raise ValueError(f"engine.activate_topk / engine.suppress_rank: terms {twinned} read cross-check analyzers, "
+                             "whose cross-Gram needs both exact Jacobians; set them to null or crosscheck=none")
+        exact = [p for p in frames.parts() if any(p in _reads(t) for t in terms.terms if t not in sketched)]
         if exact:
             j, passes[EXACT] = frames.jacobian(exact, mode, chunk)
             rows = dict(zip(exact, torch.split(j, [frames.sizes[p] for p in exact])))
             bad = next((key for (key, _), r in rows.items() if not torch.isfinite(r).all()), None)
             if bad is not None:
                 raise FloatingPointError(f"criterion {bad}: its Jacobian has NaN/Inf entries at this sample")
-            grams.update({t.name: gram(rows[(t.criterion, t.part)]) for t in terms.terms if t not in sketched})
+            grams.update({t.name: gram(*(rows[p] for p in _reads(t)), margin=terms.margin) for t in terms.terms if t not in sketched})
         for t in sketched:
             part_fn = frames.fn([(t.criterion, t.part)])
             if t.ratio is None:
@@ -103,7 +105,7 @@ class SampleGrams:
                             suppress_rank=suppress_rank, oversample=oversample)
         self.cache = None
         if cache_dir is not None:
-            what = {"space": space, "terms": [(t.name, t.criterion, t.part) for t in terms.terms],
+            what = {"space": space, "terms": [(t.name, t.criterion, t.part, t.twin) for t in terms.terms], "margin": terms.margin,
                     "settings": module_settings(generator, *terms.criteria.values()),
                     "code_sha256": source_hash(),
                     "precision": precision, "activate_topk": activate_topk, "suppress_rank": suppress_rank,
@@ -138,10 +140,11 @@ def precision_angles(generator: Generator, terms: Terms, u: Tensor, space: str, 
 
 
 def directional_changes(generator: Generator, terms: Terms, u: Tensor, space: str, directions: Tensor) -> dict[str, Tensor]:
-    """{term name: ‖J_term v_k‖² per unit step [K]} at u for the columns v_k of ``directions`` [D, K]: all
-    probes and all criteria in one forward pass per chunk (engine.frame)."""
+    """{term name: ‖J_term v_k‖² per unit step [K]} at u for the columns v_k of ``directions`` [D, K]
+    (with a twin, v_kᵀ of its cross-checked Gram v_k: jacobian.gram); all probes and all criteria in one forward
+    pass per chunk (engine.frame)."""
     tangents = directions.to(u.dtype).T
     frames = FramePasses(generator, terms, u, space)
     parts = frames.parts()
-    moved = frames.directional(parts, tangents)
-    return {name: (rows.double() ** 2).sum(1) for name, rows in _by_term(terms, frames, parts, moved).items()}
+    moved = dict(zip(parts, torch.split(frames.directional(parts, tangents), [frames.sizes[p] for p in parts], dim=1)))
+    return {t.name: squared_change(*(moved[p] for p in _reads(t)), margin=terms.margin) for t in terms.terms}

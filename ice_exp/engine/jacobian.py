@@ -105,7 +105,23 @@ def _jacobian_loop(fn: Fn, u: Tensor) -> Tensor:
     return torch.stack(rows)
 
 
-def gram(j: Tensor) -> Tensor:
-    """JᵀJ in float64 (the solver's precision)."""
+def gram(j: Tensor, twin: Tensor | None = None, margin: float = 0.0) -> Tensor:
+    """JᵀJ in float64 (the solver's precision). With the ``twin`` reading J₂ of the same outputs by the
+    cross-check analyzers (criteria.terms): AᵀA − (1 + margin) HᵀH, A = (J + J₂)/2 their mean reading and
+    H = (J − J₂)/2 their disagreement; margin 0 is the cross-Gram (JᵀJ₂ + J₂ᵀJ)/2. vᵀ(·)v then counts a
+    change in direction v only by what exceeds ``margin`` times the readings' disagreement in that direction
+    (possibly indefinite: negative where they disagree more than they move)."""
     j = j.double()
-    return j.T @ j
+    if twin is None:
+        return j.T @ j
+    mean, half_difference = (j + twin.double()) / 2, (j - twin.double()) / 2
+    return mean.T @ mean - (1 + margin) * (half_difference.T @ half_difference)
+
+
+def squared_change(moved: Tensor, twin: Tensor | None = None, margin: float = 0.0) -> Tensor:
+    """‖J v_k‖² [K] from the rows J v_k [K, m]; with the twin's J₂ v_k, vᵀ(gram(J, J₂, margin))v per row."""
+    moved = moved.double()
+    if twin is None:
+        return moved.square().sum(1)
+    mean, half_difference = (moved + twin.double()) / 2, (moved - twin.double()) / 2
+    return mean.square().sum(1) - (1 + margin) * half_difference.square().sum(1)

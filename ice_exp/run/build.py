@@ -54,6 +54,12 @@ def build_analyzers(cfg: DictConfig) -> Analyzers:
                      identity=instantiated(cfg.get("identity")))
 
 
+def build_crosscheck(cfg: DictConfig | None) -> Analyzers | None:
+    """The cross-check parser and landmark model of ``crosscheck`` (criteria.terms), None when neither is set."""
+    analyzers = build_analyzers(cfg) if cfg else None
+    return analyzers if analyzers is not None and analyzers.modules() else None
+
+
 def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
     """The factor group to score against: the task's toyface truth (criteria.task.truth), on toyface only."""
     truth = cfg.criteria.task.get("truth") if "task" in cfg.criteria else None
@@ -136,14 +142,15 @@ def build_setup(cfg: DictConfig) -> Setup:
     check_config(cfg)
     space = check_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    analyzers = build_analyzers(cfg.analyzer)
+    analyzers, crosscheck = build_analyzers(cfg.analyzer), build_crosscheck(cfg.get("crosscheck"))
     generator = instantiated(cfg.generator)
-    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers)
+    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers, crosscheck,
+                        cfg.crosscheck.margin if crosscheck else 0.0)
     sample_grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
     z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
     z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
     checksums = generator.weight_checksums()
-    for model in analyzers.modules():
+    for model in analyzers.modules() + (crosscheck.modules() if crosscheck else []):
         checksums.update(getattr(model, "weight_checksums", dict)())
     return Setup(space, generator, analyzers, terms, sample_grams, z_train, z_eval, truth_factors(cfg, generator), checksums)
 

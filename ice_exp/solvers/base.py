@@ -42,11 +42,13 @@ class Problem:
     def background(self) -> Tensor:
         """The peers' single background Gram M_b = Σ_j M_j / λ_max(M_j) over the suppress terms (zero without
         any). Each term is scaled to unit λ_max because terms come in different units (px² of landmarks,
-        colour² of pixels): an unscaled sum would let one term hide the others."""
+        colour² of pixels): an unscaled sum would let one term hide the others. Each term enters by its PSD part:
+        a cross-Gram's negative eigenvalues (criteria.terms: cross-check analyzers) are the two analyzers'
+        disagreement, not a change."""
         total = torch.zeros_like(self.activate, dtype=torch.float64)
         for term in self.suppress:
-            g = term.gram.double()
-            total += g / torch.linalg.eigvalsh(g)[-1].clamp_min(1e-300)
+            lam, q = torch.linalg.eigh(term.gram.double())
+            total += (q * lam.clamp_min(0)) @ q.T / lam[-1].clamp_min(1e-300)
         return total
 
 
