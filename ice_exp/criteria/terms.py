@@ -10,10 +10,11 @@ Config shape (``conf/criteria/*.yaml``)::
 Terms that name the same criterion config share one criterion, so its outputs are computed once per
 Jacobian pass and split into parts afterwards.
 
-With cross-check analyzers (``conf/crosscheck``: a second parser or landmarker, trained apart from the
-first), every criterion that reads one of them gets a twin reading them instead (``Term.twin``); the engine
-then gives the term the cross-Gram sym(J₁ᵀJ₂) of the two readings instead of J₁ᵀJ₁ (engine.grams), in which
-what only one network sees, its own error, averages out and what both see, the image's real change, stays.
+With cross-check analyzers (config ``crosscheck.parser`` / ``crosscheck.landmarker``: a second network trained
+apart from the first), every criterion that reads one of them gets a twin reading it instead (``Term.twin``);
+the engine then gives the term, instead of J₁ᵀJ₁, the Gram of the two readings' mean less (1 + margin) times
+that of their disagreement (engine.jacobian.gram): what only one network sees, its own error, does not count
+as a change, and what both see, the image's real change, does.
 """
 from __future__ import annotations
 

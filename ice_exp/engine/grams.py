@@ -68,7 +68,7 @@ def sample_grams(generator: Generator, terms: Terms, u: Tensor, space: str, mode
                     if rank[t.name] and rank[t.name] + oversample < min(frames.sizes[(t.criterion, t.part)], exact_passes)]
         if twinned := [t.name for t in sketched if t.twin]:
             raise ValueError(f"engine.activate_topk / engine.suppress_rank: terms {twinned} read cross-check analyzers, "
-                             "whose cross-Gram needs both exact Jacobians; set them to null or crosscheck=none")
+                             "whose Gram needs both exact Jacobians; set them to null or drop crosscheck.parser / .landmarker")
         exact = [p for p in frames.parts() if any(p in _reads(t) for t in terms.terms if t not in sketched)]
         if exact:
             j, passes[EXACT] = frames.jacobian(exact, mode, chunk)
