@@ -167,9 +167,10 @@ def test_offline_run_reads_back_as_a_dashboard_shows_it(sweep_job, tmp_path, mon
 
     directions = table(got, media["directions"])
     assert directions["columns"] == ["direction", "sigma", "gain", "leak/other_landmarks", "leak/outside_mouth",
-                                     "angle_to_truth_deg"]
+                                     "heldout_share", "angle_to_truth_deg"]
     assert len(directions["data"]) == k
     assert [row[2] for row in directions["data"]] == pytest.approx(metrics["eval/gain_per_direction"])
+    assert [row[5] for row in directions["data"]] == pytest.approx(metrics["trust/heldout_share_per_direction"])
     assert max(row[-1] for row in directions["data"]) <= metrics["gt/principal_angle_max_deg"] + 1e-6
     samples = table(got, media["counterfactual/per_sample"])
     assert len(samples["data"]) == 3 and {"sample", "flipped", "dp"} <= set(samples["columns"])

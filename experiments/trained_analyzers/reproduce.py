@@ -45,7 +45,7 @@ def train_both(overrides: dict[str, list[str]]) -> tuple[dict[str, dict[str, Any
 
 def loading_overrides(nets: dict[str, dict[str, Any]], files: dict[str, Path], into: str = "analyzer") -> str:
     """The run overrides that load both files, exactly as a user loads them: as the run's analyzers, or
-    with ``into="crosscheck"`` as its cross-check analyzers."""
+    with ``into="crosscheck"`` / ``into="trust"`` as its cross-check or trust analyzers."""
     group = "analyzer/{model}" if into == "analyzer" else "analyzer/{model}@" + into + ".{model}"
     return (f"{group.format(model='parser')}=bisenet {into}.parser.path={files['bisenet']} {into}.parser.size={nets['bisenet']['size']} "
             f"{group.format(model='landmarker')}=fan {into}.landmarker.path={files['fan']} {into}.landmarker.size={nets['fan']['size']} "

@@ -3,8 +3,10 @@ recommended settings (their 4 faces, z #0-#3), ICE by consensus (16 faces) and t
 faces (ReSeFa, LowRankGAN, SeFa, GANSpace: conf/solver/<name>.yaml; each cut to the task's true dimension,
 the fair count for solvers that return a fixed number, as ice-compare does), each scored
 by evaluation.ground_truth on 8 held-out faces, as a run scores itself (gt/pass is the world's bar), and by
-the trust score without ground truth (trust/agreement: how much of each answer the 16 faces' own ICE
-solutions hold), with its rank correlation to the true purity over all cases and methods.
+the trust scores without ground truth (trust/agreement: how much of each answer the 16 faces' own ICE
+solutions hold; trust/heldout_share: the activate share of its held-out change as the run's analyzers read
+it; with ``--trust``, trust/independent_share: the same read by the second trained BiSeNet + FAN), each with its
+rank correlation to the true purity over all cases and methods.
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
 (``--methods recommended,consensus`` for some of the columns only). ``--trained``: the trained-analyzer tiers,
@@ -25,6 +27,7 @@ import json
 import shlex
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -32,11 +35,12 @@ from torch import Tensor
 
 from experiments.trained_analyzers.reproduce import loading_overrides, train_both
 from ice_exp.config import CONF_DIR
+from ice_exp.criteria.terms import Terms
 from ice_exp.metrics.directional import agreement
 from ice_exp.run.build import Setup, build_setup, compose_solver
-from ice_exp.run.evaluation import ground_truth
+from ice_exp.run.evaluation import evaluate, ground_truth
 from ice_exp.run.noise_floor import floored_ratios, noise_floors
-from ice_exp.solvers.base import VIEW, Problem, Solver, views_of
+from ice_exp.solvers.base import VIEW, Problem, Solution, Solver, views_of
 from ice_exp.solvers.consensus import Consensus
 from ice_exp.solvers.ice import EarlyProjection
 
@@ -74,7 +78,8 @@ def floor_overrides(task: str, worlds: range, overrides: tuple[str, ...]) -> tup
     held-out faces against the oracle analyzers (ice_exp.run.noise_floor); ``~criteria.suppress.<term>`` for a
     term that is all error."""
     floors: dict[str, float] = {}
-    oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith(("analyzer", "crosscheck")))  # the same run, exact analyzers
+    exact_overrides = ("analyzer", "crosscheck", "trust")  # dropped: the same run with the exact analyzers
+    oracles = tuple(o for o in overrides if not o.lstrip("+~").startswith(exact_overrides))
     for world in worlds:
         measured, exact = build_setup(composed(task, world, 0.0, overrides)), build_setup(composed(task, world, 0.0, oracles))
         for name, f in noise_floors(measured, exact, measured.z_eval).items():
@@ -107,9 +112,21 @@ def case(task: str, world: int, curvature: float, methods: tuple[str, ...] = MET
     keys = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/purity_mean", "gt/coverage_mean", "ceiling/purity_mean",
             "ceiling/coverage_mean", "gt/principal_angle_max_deg")
     scores = {name: ground_truth(setup.generator, setup.space, truth, s, Problem(), setup.z_eval) for name, s in solutions.items()}
+    shares = {key: held_out_shares(setup, terms, solutions) for key, terms in
+              (("trust/heldout_share", setup.terms), ("trust/independent_share", setup.trust_terms)) if terms is not None}
     return {name: {**{k: scores[name][k] for k in keys},
-                   "trust/agreement": agreement(everything.views[consensus.view_key], s.directions)}
+                   "trust/agreement": agreement(everything.views[consensus.view_key], s.directions),
+                   **{key: share[name] for key, share in shares.items()}}
             for name, s in solutions.items()}
+
+
+def held_out_shares(setup: Setup, terms: Terms, solutions: dict[str, Solution]) -> dict[str, float]:
+    """Each answer's trust/heldout_share as ``terms`` read it on the held-out faces (run.evaluation.evaluate),
+    every answer's directions probed in the same passes."""
+    together = Solution(torch.cat([s.sigma for s in solutions.values()]), torch.cat([s.directions for s in solutions.values()], 1))
+    share = torch.tensor(evaluate(setup.generator, terms, setup.space, together, setup.z_eval)["trust/heldout_share_per_direction"])
+    parts = share.split([s.directions.shape[1] for s in solutions.values()])
+    return {name: float(part.mean()) if len(part) else float("nan") for name, part in zip(solutions, parts)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fan", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the FAN")
     p.add_argument("--crosscheck", action="store_true", help="with --trained: a second BiSeNet + FAN trained apart "
                    f"({CROSSCHECK_RECIPE}) as the cross-check analyzers (criteria.terms)")
+    p.add_argument("--trust", action="store_true", help=f"the second BiSeNet + FAN ({CROSSCHECK_RECIPE}) as the trust "
+                   "analyzers: every answer's trust/independent_share on the held-out faces")
     p.add_argument("--floors", default=None, help="first-last validation worlds: raise every suppress ratio to its "
                    "noise floor measured there against the oracles (ice_exp.run.noise_floor)")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
@@ -136,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides = [*trained_overrides(args.bisenet, args.fan), *overrides]
     if args.crosscheck:
         overrides = [*overrides, *trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="crosscheck")]
+    if args.trust:
+        overrides = [*overrides, *trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="trust")]
     floors = {}
     if args.floors:
         first_v, last_v = (int(x) for x in args.floors.split("-"))
@@ -159,17 +180,20 @@ def main(argv: list[str] | None = None) -> None:
     print(summary(rows))
 
 
-def rank_correlation(rows: list[dict]) -> float:
-    """Spearman's ρ between trust/agreement and gt/purity_mean over every (case, method) with a direction
-    (NaN with fewer than three)."""
+TRUST = ("trust/agreement", "trust/heldout_share", "trust/independent_share")  # the trust scores a row may hold
+
+
+def rank_correlation(rows: list[dict], trust: str = "trust/agreement") -> float:
+    """Spearman's ρ between the ``trust`` score and gt/purity_mean over every (case, method) with a direction
+    and that score (NaN with fewer than three)."""
     import scipy.stats
 
-    pairs = [(s["trust/agreement"], s["gt/purity_mean"]) for r in rows for s in r["scores"].values() if s["gt/dim_found"]]
+    pairs = [(s[trust], s["gt/purity_mean"]) for r in rows for s in r["scores"].values() if s["gt/dim_found"] and trust in s]
     return float(scipy.stats.spearmanr(*zip(*pairs)).statistic) if len(pairs) > 2 else float("nan")
 
 
 def summary(rows: list[dict]) -> str:
-    """Pass count per tier (curvature) and method, and the trust score's rank correlation with purity."""
+    """Pass count per tier (curvature) and method, and each trust score's rank correlation with purity."""
     methods = list(rows[0]["scores"]) if rows else []
     tiers = sorted({r["curvature"] for r in rows})
     lines = ["| tier | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -177,7 +201,8 @@ def summary(rows: list[dict]) -> str:
         cases = [r for r in rows if r["curvature"] == t]
         lines.append(f"| curvature {t:g} | " + " | ".join(
             f"{sum(r['scores'][m]['gt/pass'] for r in cases)}/{len(cases)}" for m in methods) + " |")
-    return "\n".join(lines) + f"\n\ntrust/agreement vs gt/purity_mean: Spearman {rank_correlation(rows):.3f}"
+    held = [t for t in TRUST if any(t in s for r in rows for s in r["scores"].values())]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"{t} vs gt/purity_mean: Spearman {rank_correlation(rows, t):.3f}" for t in held)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ class Config:
     generator: Any = MISSING
     analyzer: Any = MISSING
     crosscheck: Any = None  # second analyzers (parser, landmarker) read beside ``analyzer``: criteria.terms
+    trust: Any = None  # independent analyzers (parser, landmarker) that score the answer on held-out faces
     criteria: Criteria = field(default_factory=Criteria)
     solver: Any = MISSING  # typed by the solver's own schema (below)
     logger: Any = None  # WandbLogger, or null (logger=none)

@@ -48,6 +48,17 @@ def local_coverage(factor_jacobian: Tensor, group: list[int], truth: Tensor, dir
     return (j @ t @ (t.T @ q)).square().sum() / (j @ t).square().sum().clamp_min(1e-30)
 
 
+def activate_share(gain: Tensor, leaks: list[Tensor]) -> Tensor:
+    """g_k / (g_k + Σ_t l_t,k) per direction [K], from each direction's activate gain g_k and suppress leaks
+    l_t,k, each relative to random unit directions (run.evaluation.evaluate): the share of what a direction
+    changes, each criterion in units of a random step's change, that falls on the activate criterion. Factor
+    purity's analogue read through the analyzers, so it needs no ground truth: 1 for a direction that moves
+    no suppress term, 1 / (1 + #terms) for a random one."""
+    gain = gain.double()
+    total = gain + sum((leak.double() for leak in leaks), torch.zeros_like(gain))
+    return gain / total.clamp_min(1e-30)
+
+
 def agreement(mean_projector: Tensor, directions: Tensor) -> float:
     """tr(Qᵀ P̄ Q) / k for an orthonormal basis Q [D, k] of ``directions`` and the mean projector P̄ onto the
     training faces' own solutions (solvers.consensus): how much of the found subspace those local solutions

@@ -3,6 +3,7 @@ Jacobian, so that a wrong value costs seconds, not an accumulation. Shared by th
 explain)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,19 @@ def build_analyzers(cfg: DictConfig) -> Analyzers:
                      identity=instantiated(cfg.get("identity")))
 
 
-def build_crosscheck(cfg: DictConfig | None) -> Analyzers | None:
-    """The cross-check parser and landmark model of ``crosscheck`` (criteria.terms), None when neither is set."""
+def build_second(cfg: DictConfig | None) -> Analyzers | None:
+    """The parser and landmark model of ``crosscheck`` (criteria.terms) or of ``trust`` (the independent
+    trust score), None when neither is set."""
     analyzers = build_analyzers(cfg) if cfg else None
     return analyzers if analyzers is not None and analyzers.modules() else None
+
+
+def build_trust_terms(criteria: dict[str, Any], analyzers: Analyzers, trust: Analyzers | None) -> Terms | None:
+    """The run's terms read by the trust analyzers (each model ``trust`` lacks: the run's own), None without them."""
+    if trust is None:
+        return None
+    return build_terms(criteria, Analyzers(**{f.name: getattr(trust, f.name) or getattr(analyzers, f.name)
+                                              for f in dataclasses.fields(Analyzers)}))
 
 
 def truth_factors(cfg: DictConfig, generator: Any) -> list[str] | None:
@@ -130,6 +140,7 @@ class Setup:
     generator: Generator
     analyzers: Analyzers
     terms: Terms
+    trust_terms: Terms | None  # the terms read by the trust analyzers (config trust; None: not set)
     sample_grams: SampleGrams  # per-sample JᵀJ with the engine options and Gram cache
     z_train: Tensor  # [N, z_dim] the samples whose JᵀJ are accumulated
     z_eval: Tensor  # [M, z_dim] held-out samples (M may be 0)
@@ -142,17 +153,20 @@ def build_setup(cfg: DictConfig) -> Setup:
     check_config(cfg)
     space = check_space(cfg.space)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    analyzers, crosscheck = build_analyzers(cfg.analyzer), build_crosscheck(cfg.get("crosscheck"))
+    analyzers, crosscheck = build_analyzers(cfg.analyzer), build_second(cfg.get("crosscheck"))
+    trust = build_second(cfg.get("trust"))
     generator = instantiated(cfg.generator)
-    terms = build_terms(OmegaConf.to_container(cfg.criteria, resolve=True), analyzers, crosscheck,
-                        cfg.crosscheck.margin if crosscheck else 0.0)
+    criteria = OmegaConf.to_container(cfg.criteria, resolve=True)
+    terms = build_terms(criteria, analyzers, crosscheck, cfg.crosscheck.margin if crosscheck else 0.0)
+    trust_terms = build_trust_terms(criteria, analyzers, trust)
     sample_grams = SampleGrams(generator, terms, space, **OmegaConf.to_container(cfg.engine, resolve=True))
     z_train = latent_pool(cfg.samples.seed, cfg.samples.pool, generator.z_dim)[list(cfg.samples.indices)]
     z_eval = latent_pool(cfg.samples.eval_seed, cfg.samples.eval_num, generator.z_dim)
     checksums = generator.weight_checksums()
-    for model in analyzers.modules() + (crosscheck.modules() if crosscheck else []):
+    for model in analyzers.modules() + (crosscheck.modules() if crosscheck else []) + (trust.modules() if trust else []):
         checksums.update(getattr(model, "weight_checksums", dict)())
-    return Setup(space, generator, analyzers, terms, sample_grams, z_train, z_eval, truth_factors(cfg, generator), checksums)
+    return Setup(space, generator, analyzers, terms, trust_terms, sample_grams, z_train, z_eval,
+                 truth_factors(cfg, generator), checksums)
 
 
 @dataclass

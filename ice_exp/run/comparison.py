@@ -38,7 +38,7 @@ from ice_exp.generators.base import Generator
 from ice_exp.metrics.edit import IdentityCosine, LandmarkSplit, PixelLocality, TermChange
 from ice_exp.run.artifacts import config_hash, environment
 from ice_exp.run.build import Setup, accumulation_trainer, build_setup, compose_solver, is_rank_zero
-from ice_exp.run.evaluation import evaluate, ground_truth, random_directions
+from ice_exp.run.evaluation import evaluate, ground_truth, independent_trust, random_directions
 from ice_exp.run.records import COMPLETED, RunStatus, claim, start_record
 from ice_exp.run.tracking import make_logger, tracked
 from ice_exp.solvers.base import Problem, Solution, Solver, views_of
@@ -162,6 +162,8 @@ def solve_and_score(cfg: DictConfig, task: Setup, solvers: dict[str, Solver], st
                                    "solve_s": time.perf_counter() - started, "grams_s": grams_s}
             if solution.directions.shape[1]:
                 row.update(evaluate(generator, terms, space, solution, z_eval))
+                if task.trust_terms is not None:
+                    row.update(independent_trust(generator, task.trust_terms, space, solution, z_eval))
                 if task.truth:
                     row.update(ground_truth(generator, space, task.truth, solution, problem, z_eval))
                 row.update(edit_scores(generator, terms, task.analyzers, space, solution.directions, z_eval, steps, region, group))

@@ -62,7 +62,8 @@ def discover(cfg: DictConfig, out_dir: Path | None, built: Discovery, status: Ru
     metrics: dict[str, Any] = {"time/discovery_s": time.perf_counter() - started}  # accumulate + solve
 
     with status.stage("evaluate"):
-        metrics |= score(built.generator, built.terms, built.space, problem, solution, built.z_eval, built.truth, built.sample_grams)
+        metrics |= score(built.generator, built.terms, built.space, problem, solution, built.z_eval, built.truth,
+                         built.sample_grams, built.trust_terms)
         if cfg.engine.precision != "fp32":  # tf32 / bf16: the eigenspace error they cause
             u = built.generator.encode(built.z_train[:1], built.space)[0].detach()
             metrics |= precision_angles(built.generator, built.terms, u, built.space, **OmegaConf.to_container(cfg.engine))

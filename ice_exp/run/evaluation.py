@@ -4,6 +4,11 @@
   relative to random unit directions r (> 1: the direction moves the target more than chance).
 - ``eval/leak/<term>``: the same ratio for each suppress term (0: the term does not move at all).
 - ``eval/skipped_samples``: held-out samples left out because a criterion's region is empty on them.
+- ``trust/heldout_share``: the mean over directions of gain / (gain + Σ leaks) on the held-out faces, the
+  share of a direction's change (each criterion in units of a random step's) that falls on the activate
+  criterion: factor purity's analogue read through the analyzers, with no ground truth;
+  ``trust/independent_share`` the same read by the trust analyzers (config ``trust``: a second parser and
+  landmarker never used to find the directions), with their gain and leaks as ``trust/independent/...``.
 - ``trust/agreement`` (runs that accumulate the training faces' own solutions: solver=ice_consensus): the
   share of the found subspace that those local solutions hold, a trust score without ground truth.
 - toyface only: ``gt/principal_angle_max_deg`` (largest principal angle to the true subspace),
@@ -33,7 +38,7 @@ from ice_exp.criteria.base import EmptyMask
 from ice_exp.criteria.terms import Terms
 from ice_exp.engine.grams import SampleGrams, directional_changes
 from ice_exp.generators.base import Generator
-from ice_exp.metrics.directional import MeanPerDirection, agreement, factor_purity, local_coverage
+from ice_exp.metrics.directional import MeanPerDirection, activate_share, agreement, factor_purity, local_coverage
 from ice_exp.solvers.base import Problem, Solution
 
 
@@ -72,12 +77,28 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
         for name, change in changes.items():
             meters[name].update(change)
     out: dict[str, Any] = {"eval/num_directions": k, "eval/skipped_samples": skipped}
+    relatives = {}
     for term in terms.terms:
         change = meters[term.name].compute()
-        relative = change[:k] / change[k:].mean().clamp_min(1e-30)
+        relatives[term.name] = relative = change[:k] / change[k:].mean().clamp_min(1e-30)
         key = "eval/gain" if term.ratio is None else f"eval/leak/{term.name}"
         out[key] = float(relative.mean()) if k else float("nan")
         out[key + "_per_direction"] = relative.tolist()
+    share = activate_share(relatives[terms.activate.name], [relatives[t.name] for t in terms.suppress])
+    out["trust/heldout_share"] = float(share.mean()) if k else float("nan")
+    out["trust/heldout_share_per_direction"] = share.tolist()
+    return out
+
+
+def independent_trust(generator: Generator, trust_terms: Terms, space: str, solution: Solution, z_eval: Tensor) -> dict[str, Any]:
+    """The held-out gain, leaks and activate share of ``solution`` read by the trust analyzers (config
+    ``trust.parser`` / ``trust.landmarker``: networks trained apart from the run's, never used to find the
+    directions), as ``trust/independent/...`` and ``trust/independent_share``: an analyzer's own error that the
+    discovery fitted does not carry over to an independent one, a real leak does."""
+    scores = evaluate(generator, trust_terms, space, solution, z_eval)
+    out = {"trust/independent_share": scores["trust/heldout_share"]}
+    out |= {"trust/independent/" + key.removeprefix("eval/"): value for key, value in scores.items()
+            if key.startswith(("eval/gain", "eval/leak/"))}
     return out
 
 
@@ -144,15 +165,18 @@ def ground_truth(generator: Generator, space: str, factors: list[str], solution:
 
 
 def score(generator: Generator, terms: Terms, space: str, problem: Problem, solution: Solution, z_eval: Tensor,
-          truth: list[str] | None, grams: SampleGrams | None = None) -> dict[str, Any]:
+          truth: list[str] | None, grams: SampleGrams | None = None, trust_terms: Terms | None = None) -> dict[str, Any]:
     """Every score of a discovery run: the solution's size, the training faces' agreement with it where the
     run accumulated their own solutions (``trust/agreement``, no ground truth needed), and on held-out samples
-    gain, leakage and (with a known truth) the ground-truth scores."""
+    gain, leakage, their activate share as the run's analyzers and (``trust_terms``) the independent trust
+    analyzers read them, and (with a known truth) the ground-truth scores."""
     out: dict[str, Any] = {"solver/num_directions": solution.directions.shape[1], "solver/sigma": solution.sigma.tolist()}
     for view in problem.views.values():  # the consensus solver's mean projector (solvers.consensus)
         out["trust/agreement"] = agreement(view, solution.directions)
     if len(z_eval):
         out.update(evaluate(generator, terms, space, solution, z_eval, grams=grams))
+        if trust_terms is not None:
+            out.update(independent_trust(generator, trust_terms, space, solution, z_eval))
         if truth:
             out.update(ground_truth(generator, space, truth, solution, problem, z_eval))
     return out

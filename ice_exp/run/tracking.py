@@ -166,10 +166,11 @@ def numeric(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def directions_rows(metrics: dict[str, Any], angles: list[float] | None) -> list[dict[str, Any]]:
-    """One row per direction: σ, held-out gain and leakage into each suppress term, and its angle to the
-    true subspace (``angles``, where the truth is known)."""
-    per_direction = {k.removeprefix("eval/").removesuffix("_per_direction"): v for k, v in metrics.items()
-                     if k.endswith("_per_direction")}
+    """One row per direction: σ, held-out gain, leakage into each suppress term and their activate share
+    (``heldout_share``; ``independent_*`` as the trust analyzers read them), and its angle to the true
+    subspace (``angles``, where the truth is known)."""
+    per_direction = {k.removeprefix("eval/").removeprefix("trust/").removesuffix("_per_direction"): v
+                     for k, v in metrics.items() if k.endswith("_per_direction")}
     rows = []
     for i, sigma in enumerate(metrics.get("solver/sigma", [])):
         row = {"direction": i, "sigma": sigma, **{k: v[i] for k, v in per_direction.items()}}
