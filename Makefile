@@ -15,7 +15,7 @@ run: .venv/.installed  ## discover the default subspace on toyface (add ARGS="ke
 test: .venv/.installed  ## lint, the layer contracts (pyproject.toml), then the CPU test suite (no GPU, W&B disabled)
 	$(PY) -m ruff check .
 	.venv/bin/lint-imports
-	WANDB_MODE=disabled $(PY) -m pytest -q --durations=15 $(ARGS)
+	OMP_NUM_THREADS=1 WANDB_MODE=disabled $(PY) -m pytest -q -n 2 --durations=15 $(ARGS)  # two workers, a core each
 
 test-slow: .venv/.installed
 	WANDB_MODE=disabled $(PY) -m pytest -q -m slow $(ARGS)
