@@ -22,6 +22,7 @@ def test_a_run_prints_its_results_table_and_no_library_chatter(tmp_path):
     table = console[console.index("results of mouth_shape:"):].splitlines()
     assert [line.split()[0] for line in table[1:4]] == ["gt/pass", "gt/dim_found", "gt/dim_true"]
     assert any(line.split()[0] == "eval/leak/outside_mouth" for line in table[1:])
+    assert any(line.split()[0] == "trust/heldout_share" for line in table[1:])  # the score a real generator's run has
     assert f"upload with `wandb sync {tmp_path / 'run' / 'wandb'}/offline-run-" in console
     for chatter in ("wandb:", "GPU available", "TPU available", "Tip:", "LeafSpec", "torch.jit.script", "warnings.warn("):
         assert chatter not in console, chatter
@@ -35,8 +36,9 @@ def test_the_user_is_warned_of_an_empty_subspace_and_of_a_missed_ground_truth_ba
     (warning,) = advice(missed)
     assert "misses the ground-truth bar" in warning and "gt/dim_found 2, gt/dim_true 3" in warning
     assert advice({**missed, "gt/pass": 1}) == [] and advice({"solver/num_directions": 3}) == []  # no truth known
-    assert results_table("t", {"eval/gain": 2.0, "eval/gain_per_direction": [1.0], "gt/pass": 1}).splitlines() == [
-        "t", "  gt/pass    1", "  eval/gain  2"]
+    assert results_table("t", {"eval/gain": 2.0, "eval/gain_per_direction": [1.0], "gt/pass": 1, "trust/heldout_share": 0.5,
+                               "trust/heldout_share_per_direction": [0.5]}).splitlines() == [
+        "t", "  gt/pass              1", "  eval/gain            2", "  trust/heldout_share  0.5"]
 
 
 def test_the_accumulation_and_evaluation_bars_say_what_they_do(capfd, monkeypatch):

@@ -84,3 +84,12 @@ def test_a_run_with_trust_analyzers_writes_both_shares(tmp_path):
     # the same exact analyzers read twice: the independent reading is the run's own
     assert saved["trust/independent_share"] == pytest.approx(saved["trust/heldout_share"], rel=1e-6)
     assert saved["trust/independent/gain"] == pytest.approx(saved["eval/gain"], rel=1e-6)
+
+
+def test_missing_trust_weights_stop_the_run_before_any_compute_naming_the_file(tmp_path):
+    """A trust parser whose weights are not there fails at build, naming the file, with nothing written."""
+    missing = tmp_path / "nowhere" / "parsing_bisenet.pth"
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run(make_config(*TINY, "analyzer/parser@trust.parser=bisenet", f"trust.parser.path={missing}"), out)
+    assert not (out / "subspace.safetensors").exists() and not (out / "metrics.json").exists()

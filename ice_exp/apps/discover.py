@@ -21,9 +21,10 @@ from ice_exp.run.protocol import run_job
 from ice_exp.run.tracking import swept_overrides
 
 log = logging.getLogger(__name__)
-# the closing table: ground truth where known, then control, leakage (eval/leak/<term>) and the flip rate
+# the closing table: ground truth where known, then control, leakage (eval/leak/<term>), the trust scores
+# without ground truth (trust/...: what a user of a real generator reads) and the flip rate
 SHOWN = ("gt/pass", "gt/dim_found", "gt/dim_true", "gt/principal_angle_max_deg", "gt/purity_mean", "gt/coverage_mean",
-         "eval/num_directions", "eval/gain", "eval/leak/", "counterfactual/flip_rate")
+         "eval/num_directions", "eval/gain", "eval/leak/", "trust/", "counterfactual/flip_rate")
 
 
 def results_table(title: str, metrics: dict) -> str:
