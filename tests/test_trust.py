@@ -84,6 +84,7 @@ def test_a_run_with_trust_analyzers_writes_both_shares(tmp_path):
     # the same exact analyzers read twice: the independent reading is the run's own
     assert saved["trust/independent_share"] == pytest.approx(saved["trust/heldout_share"], rel=1e-6)
     assert saved["trust/independent/gain"] == pytest.approx(saved["eval/gain"], rel=1e-6)
+    assert saved["trust/independent_share_per_direction"] == pytest.approx(saved["trust/heldout_share_per_direction"], rel=1e-6)
 
 
 def test_missing_trust_weights_stop_the_run_before_any_compute_naming_the_file(tmp_path):

@@ -96,7 +96,7 @@ def independent_trust(generator: Generator, trust_terms: Terms, space: str, solu
     directions), as ``trust/independent/...`` and ``trust/independent_share``: an analyzer's own error that the
     discovery fitted does not carry over to an independent one, a real leak does."""
     scores = evaluate(generator, trust_terms, space, solution, z_eval)
-    out = {"trust/independent_share": scores["trust/heldout_share"]}
+    out = {key.replace("heldout", "independent"): value for key, value in scores.items() if key.startswith("trust/heldout_share")}
     out |= {"trust/independent/" + key.removeprefix("eval/"): value for key, value in scores.items()
             if key.startswith(("eval/gain", "eval/leak/"))}
     return out
