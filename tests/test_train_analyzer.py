@@ -243,6 +243,22 @@ def test_the_trained_tier_runs_its_cases_with_the_cached_networks(trained, tmp_p
     assert (row["task"], row["world"], row["scores"]["recommended"]["gt/dim_true"]) == ("hair_photometry", 3, 2)
 
 
+def test_the_trained_tier_reads_trust_through_the_runs_fan_decoded_locally(trained, tmp_path) -> None:
+    """tiers.py --trust local: the trust landmarker is the run's own trained FAN read near each peak, the parser
+    the run's (no second pair is trained), and every answer gets its trust/independent_share."""
+    from experiments.worlds import tiers
+
+    nets, out = tiny_recipes(trained), tmp_path / "tiers.jsonl"
+    tiers.main(["--trained", "--bisenet", nets["bisenet"], "--fan", nets["fan"], "--trust", "local", "--tasks",
+                "hair_photometry", "--methods", "recommended,resefa", "--worlds", "3-3", "--curvatures", "0", "--out",
+                str(out), "--overrides", "generator.resolution=64 samples.indices=[0,1] samples.eval_num=2"])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    overrides = shlex.split(row["overrides"])
+    assert {f"trust.landmarker.path={trained['fan']}", "trust.landmarker.heatmap_mode=local"} <= set(overrides)
+    assert not any(o.split("=")[0].startswith(("trust.parser", "analyzer/parser@trust")) for o in overrides)
+    assert 0 <= row["scores"]["resefa"]["trust/independent_share"] <= 1
+
+
 def test_the_trained_tier_raises_each_ratio_to_its_noise_floor(trained, tmp_path) -> None:
     """tiers.py --floors: each suppress term's floor is measured on the validation world's held-out faces
     against the oracles (the run's other overrides kept), and the cases run with the raised ratios."""

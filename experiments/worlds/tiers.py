@@ -5,7 +5,8 @@ the fair count for solvers that return a fixed number, as ice-compare does), eac
 by evaluation.ground_truth on 8 held-out faces, as a run scores itself (gt/pass is the world's bar), and by
 the trust scores without ground truth (trust/agreement: how much of each answer the 16 faces' own ICE
 solutions hold; trust/heldout_share: the activate share of its held-out change as the run's analyzers read
-it; with ``--trust``, trust/independent_share: the same read by the second trained BiSeNet + FAN), each with its
+it; with ``--trust``, trust/independent_share: the same read by the second trained BiSeNet + FAN, or with
+``--trust local`` by the run's own FAN decoded near each peak), each with its
 rank correlation to the true purity over all cases and methods.
 
 ``OMP_NUM_THREADS=1 python -m experiments.worlds.tiers --worlds 60-61 --curvatures 0,0.3,1 --out tiers.jsonl``
@@ -65,6 +66,19 @@ def trained_overrides(bisenet: str = "", fan: str = "", into: str = "analyzer") 
 
 
 CROSSCHECK_RECIPE = "seed=1 data.first_world=300"  # the second pair: other initial weights, other training worlds
+
+
+TRUST_ANALYZERS = ("second", "local")  # --trust: the second trained pair, or the run's FAN with another decoder
+
+
+def trust_overrides(kind: str, bisenet: str = "", fan: str = "") -> list[str]:
+    """The trust analyzers of ``--trust``: the second BiSeNet + FAN trained apart, or (``local``) the run's own
+    trained FAN (``bisenet``, ``fan``: the pair's recipe overrides) read near each heatmap peak: its whole-map soft-argmax moves the
+    points with the face's colours, which the discovery fitted, and local decoding does not share that error."""
+    if kind == "second":
+        return trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="trust")
+    own = [o for o in trained_overrides(bisenet, fan, into="trust") if "landmarker" in o.split("=")[0]]
+    return [*own, "trust.landmarker.heatmap_mode=local"]
 
 
 def face_grams(setup: Setup) -> list[dict[str, Tensor]]:
@@ -141,8 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fan", default="", help="with --trained: overrides of conf/train_analyzer.yaml for the FAN")
     p.add_argument("--crosscheck", action="store_true", help="with --trained: a second BiSeNet + FAN trained apart "
                    f"({CROSSCHECK_RECIPE}) as the cross-check analyzers (criteria.terms)")
-    p.add_argument("--trust", action="store_true", help=f"the second BiSeNet + FAN ({CROSSCHECK_RECIPE}) as the trust "
-                   "analyzers: every answer's trust/independent_share on the held-out faces")
+    p.add_argument("--trust", nargs="?", const="second", choices=TRUST_ANALYZERS, help="every answer's "
+                   f"trust/independent_share on the held-out faces, read by: second (default) the second BiSeNet + FAN "
+                   f"({CROSSCHECK_RECIPE}); local: the trained FAN of --trained decoded near each peak "
+                   "(heatmap_mode=local), the run's parser")
     p.add_argument("--floors", default=None, help="first-last validation worlds: raise every suppress ratio to its "
                    "noise floor measured there against the oracles (ice_exp.run.noise_floor)")
     p.add_argument("--out", type=Path, default=Path("tiers.jsonl"), help="one JSON row per case (appended)")
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.crosscheck:
         overrides = [*overrides, *trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="crosscheck")]
     if args.trust:
-        overrides = [*overrides, *trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="trust")]
+        overrides = [*overrides, *trust_overrides(args.trust, args.bisenet, args.fan)]
     floors = {}
     if args.floors:
         first_v, last_v = (int(x) for x in args.floors.split("-"))
