@@ -73,8 +73,8 @@ TRUST_ANALYZERS = ("second", "local")  # --trust: the second trained pair, or th
 
 def trust_overrides(kind: str, bisenet: str = "", fan: str = "") -> list[str]:
     """The trust analyzers of ``--trust``: the second BiSeNet + FAN trained apart, or (``local``) the run's own
-    trained FAN (``bisenet``, ``fan``: the pair's recipe overrides) read near each heatmap peak: its whole-map soft-argmax moves the
-    points with the face's colours, which the discovery fitted, and local decoding does not share that error."""
+    trained FAN (``bisenet``, ``fan``: the pair's recipe overrides) read near each heatmap peak: its whole-map
+    soft-argmax moves the points with the face's colours, which the discovery fitted; local decoding does not."""
     if kind == "second":
         return trained_overrides(CROSSCHECK_RECIPE, CROSSCHECK_RECIPE, into="trust")
     own = [o for o in trained_overrides(bisenet, fan, into="trust") if "landmarker" in o.split("=")[0]]
