@@ -24,7 +24,7 @@ from ice_exp.training.analyzers import recipe
 from ice_exp.training.analyzers.data import ToyfaceData, world_faces
 from ice_exp.training.analyzers.heatmaps import gaussian_heatmaps, hard_argmax
 from ice_exp.training.analyzers.modules import BiSeNetModule, FANModule
-from ice_exp.training.analyzers.scores import ScoreFaces, background, score
+from ice_exp.training.analyzers.scores import ScoreFaces, background, loss_setback, score, write_scores
 from ice_exp.world import OracleLandmarker, OracleParser
 from tests.conftest import make_config
 
@@ -164,6 +164,18 @@ def test_the_app_reads_the_cache_and_writes_the_scores_beside_the_weights(traine
     assert {p.name for p in folder.iterdir()} == {"parsing_bisenet.pth", "record.json", "scores.json", "scores.md"}
     assert json.loads((folder / "scores.json").read_text())["faces"]["last_world"] == 10
     assert "| miou |" in (folder / "scores.md").read_text() and f"weights: {trained['bisenet']}" in capsys.readouterr().out
+
+
+def test_a_loss_that_rose_mid_training_is_flagged_in_the_scores(tmp_path) -> None:
+    assert loss_setback([4.0, 2.0, 1.0, 0.5, 3.0, 1.0]) == (6.0, 4)  # stretch 5 rose to 6x the lowest before it
+    assert loss_setback([4.0, 2.0, 2.5, 1.0]) == (1.25, 2) and loss_setback([3.0, 2.0, 1.0]) == (1.0, 0)
+    record = {"net": TINY["fan"], "data": vars(TINY_DATA), "seed": 0, "total_seconds": 1.0, "render_seconds": 0.5,
+              "cpu_seconds": 1.0, "threads": 1, "accelerator": "cpu"}
+    results = {"summary": {"nme/all": {"median": 0.1, "worst": 0.2}}}
+    for curve, flagged in [([0.05, 0.006, 0.04, 0.002], True), ([0.05, 0.006, 0.007, 0.002], False)]:
+        write_scores(results, tmp_path / "scores.json", TINY_FACES, {**record, "loss_curve": curve})
+        text = (tmp_path / "scores.md").read_text()
+        assert ("rose to 6.7x its earlier lowest in stretch 3 of 4" in text) == flagged and "| nme/all | 0.1 | 0.2 |" in text
 
 
 @pytest.mark.parametrize("variant", ["bisenet", "fan", "bisenet_gpu", "fan_gpu"])

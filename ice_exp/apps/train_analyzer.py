@@ -12,7 +12,7 @@ from ice_exp.analyzers.base import Parser
 from ice_exp.config import CONF_DIR
 from ice_exp.training.analyzers.data import ToyfaceData
 from ice_exp.training.analyzers.recipe import load_analyzer, trained_weights
-from ice_exp.training.analyzers.scores import ScoreFaces, markdown, score, write_scores
+from ice_exp.training.analyzers.scores import ScoreFaces, markdown, score, setback_warning, write_scores
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train_analyzer")
@@ -24,8 +24,10 @@ def main(cfg: DictConfig) -> None:
         faces = ScoreFaces(**OmegaConf.to_container(cfg.analyzer_scores, resolve=True))
         analyzer = load_analyzer(net, path)
         results = score(analyzer, None, faces) if isinstance(analyzer, Parser) else score(None, analyzer, faces)
-        write_scores(results, path.parent / "scores.json", faces, json.loads((path.parent / "record.json").read_text()))
+        record = json.loads((path.parent / "record.json").read_text())
+        write_scores(results, path.parent / "scores.json", faces, record)
         print(markdown(results["summary"], len(faces.worlds)) + f"scores: {path.parent / 'scores.md'}")
+        print(setback_warning(record) or "training loss: no setback")
 
 
 if __name__ == "__main__":

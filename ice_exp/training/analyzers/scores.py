@@ -180,6 +180,26 @@ def markdown(summary: dict[str, dict[str, float]], worlds: int) -> str:
     return "\n".join(rows) + "\n"
 
 
+SETBACK_WARNING = 1.5  # a stretch of training whose mean loss rose this many times above the lowest before it
+
+
+def loss_setback(curve: list[float]) -> tuple[float, int]:
+    """The largest ratio of a stretch's mean loss (record.json's ``loss_curve``) to the lowest mean before it,
+    and that stretch: 1 for a loss that never rose. A BiSeNet whose loss rose 6.6x after the peak learning rate
+    ended at mIoU 0.78 against 0.88 for draws that did not (experiments/results/trained_analyzers/RESULTS.md)."""
+    ratios = [(curve[i] / min(curve[:i]), i) for i in range(1, len(curve))]
+    return max([(1.0, 0), *ratios])
+
+
+def setback_warning(record: dict[str, Any]) -> str | None:
+    """A line that tells the reader the training diverged for a while, or None when it did not."""
+    ratio, stretch = loss_setback(record["loss_curve"])
+    if ratio < SETBACK_WARNING:
+        return None
+    return (f"warning: the training loss rose to {ratio:.1f}x its earlier lowest in stretch {stretch + 1} of "
+            f"{len(record['loss_curve'])}: the network may be worse than another draw (train one with seed=1 and compare)")
+
+
 def write_scores(results: dict, path: Path, faces: ScoreFaces, record: dict[str, Any] | None = None) -> None:
     """``results`` as JSON at ``path`` and as a markdown table beside it (``.md``), headed by the faces scored
     and, for a trained network, its training ``record`` (recipe.train: settings, times, loss curve)."""
@@ -191,4 +211,5 @@ def write_scores(results: dict, path: Path, faces: ScoreFaces, record: dict[str,
                   f"- time: {record['total_seconds']:.0f} s wall (rendering {record['render_seconds']:.0f} s), "
                   f"{record['cpu_seconds']:.0f} CPU-s on {record['threads']} threads ({record['accelerator']})",
                   f"- training loss: {record['loss_curve'][0]:.4g} -> {record['loss_curve'][-1]:.4g} (curve in record.json)"]
+        lines += [f"- **{warning}**" for warning in [setback_warning(record)] if warning]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + markdown(results["summary"], len(faces.worlds)))
