@@ -62,8 +62,10 @@ def test_the_accumulation_and_evaluation_bars_say_what_they_do(capfd, monkeypatc
     bar = capfd.readouterr().out  # Lightning's bars write to stdout
     assert "accumulating JᵀJ (samples)" in bar and "sample/s" in bar  # from its first draw: never Lightning's words
     assert "it/s" not in bar and "Validation" not in bar and "DataLoader" not in bar
-    # the evaluation's bars (tqdm, on a terminal only: forced on here) name the held-out stage and count faces
-    monkeypatch.setattr(ice_exp.run.evaluation, "tqdm", lambda *a, **k: tqdm(*a, **{**k, "disable": False}))
+    # the evaluation's bars (tqdm, on a terminal only: forced on here) name the held-out stage and count faces;
+    # every face drawn (mininterval 0, miniters 1), else a fast last face is skipped by tqdm's 0.1 s throttle
+    drawn = {"disable": False, "mininterval": 0, "miniters": 1}
+    monkeypatch.setattr(ice_exp.run.evaluation, "tqdm", lambda *a, **k: tqdm(*a, **{**k, **drawn}))
     problem = Problem.of(grams, setup.terms, setup.generator, setup.space)
     score(setup.generator, setup.terms, setup.space, problem, EarlyProjection()(problem), setup.z_eval, setup.truth)
     bars = capfd.readouterr().err
