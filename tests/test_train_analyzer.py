@@ -144,8 +144,9 @@ def test_a_trained_fan_gets_every_decoding_scored(trained) -> None:
     summary = score(None, recipe.load_analyzer(TINY["fan"], trained["fan"]), TINY_FACES)["summary"]
     for decoding in ("soft_relu", "soft_sum", "soft_local", "hard"):
         error = summary[f"px/{decoding}/mean"]
-        # a finite error between two points of the frame: under its diagonal
-        assert 0 < error["median"] <= error["worst"] < TINY_FACES.resolution * math.sqrt(2)
+        assert 0 < error["median"] <= error["worst"] < math.inf
+        if decoding != "soft_sum":  # non-negative weights put every point inside the frame: under its diagonal;
+            assert error["worst"] < TINY_FACES.resolution * math.sqrt(2)  # signed ones (soft_sum) need not
         assert {f"nme_{decoding}/{group}" for group in LANDMARK_GROUPS} <= set(summary)
     assert summary["nme_soft_relu/all"] == pytest.approx(summary["nme/all"])  # the wrapper decodes so
     assert 0 <= summary["heatmap/negative_share"]["median"] <= 1 and "nme/jaw" in summary
