@@ -1,6 +1,7 @@
 """Landmark group: move these landmarks, keep the others (docs/method.md §2)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ice_exp.analyzers.base import Landmarker
@@ -27,7 +28,7 @@ class LandmarkGroup(Criterion):
         points = self.landmarker(frame)
         out = {}
         for part, idx in (("group", self.group), ("others", self.others)):
-            p = points[:, idx]
+            p = points[:, torch.tensor(idx, device=points.device)]  # a list index would be built on the CPU
             if self.centred:
                 p = p - p.mean(1, keepdim=True)
             out[part] = p.flatten(1)

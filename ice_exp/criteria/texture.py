@@ -52,10 +52,11 @@ def bicubic_sample(image: Tensor, points: Tensor) -> Tensor:
     return out
 
 
-def image_corners(size: int) -> Tensor:
-    """The 4 corners of a size x size image in pixel coordinates (the image spans [-0.5, size - 0.5])."""
+def image_corners(size: int, like: Tensor) -> Tensor:
+    """The 4 corners of a size x size image in pixel coordinates (the image spans [-0.5, size - 0.5]), in the
+    dtype and on the device of ``like``."""
     lo, hi = -0.5, size - 0.5
-    return torch.tensor([[lo, lo], [hi, lo], [lo, hi], [hi, hi]])
+    return torch.tensor([[lo, lo], [hi, lo], [lo, hi], [hi, hi]], dtype=like.dtype, device=like.device)
 
 
 def barycentric(vertices: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +103,7 @@ class LandmarkTexture(Criterion):
     def vertices(self, frame: Frame) -> Tensor:
         """Current landmarks at work resolution plus the fixed image corners: [B, 72, 2]."""
         points = rescale_points(self.landmarker(frame), frame.image.shape[-1], self.size)
-        corners = image_corners(self.size).to(points).expand(points.shape[0], -1, -1)
+        corners = image_corners(self.size, points).expand(points.shape[0], -1, -1)
         return torch.cat([points, corners], dim=1)
 
     def prepare(self, frame: Frame) -> State:
@@ -112,11 +113,11 @@ class LandmarkTexture(Criterion):
         mask = work_mask(mask, self.size, self.parser.mask_mode)
         check_nonempty(mask, f"{what} at size {self.size}")
         vertices = self.vertices(frame).cpu().double().numpy()
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # on the CPU: the same points on every device
         triangles, weights = [], []
         for b in range(mask.shape[0]):
             rows, cols = torch.nonzero(mask[b, 0].cpu(), as_tuple=True)
-            order = torch.randperm(len(rows), generator=generator)
+            order = torch.randperm(len(rows), generator=generator, device="cpu")
             pick = order.repeat(-(-self.num_points // len(rows)))[: self.num_points]
             centres = torch.stack([cols[pick], rows[pick]], dim=1).double().numpy()
             tri, bary = barycentric(vertices[b], centres)

@@ -9,6 +9,7 @@ the peak from the probe on, which is where the batched passes are.)
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from ice_exp.config.rules import ENGINE, enforce
 
 CPU_CHUNK = 64  # items per batched pass on CPU (memory is rarely the limit there; threads are)
+log = logging.getLogger(__name__)
 MAX_CHUNK = 4096  # cap for CUDA, so that one batch never holds more than this many cotangents / tangents
 FREE_SHARE = 0.8  # share of the free CUDA memory one batch may take
 
@@ -40,6 +42,7 @@ def in_chunks(apply: Callable[[int, int], Tensor], count: int, device: torch.dev
             first, per_item = _probe(apply, device)
             out.append(first)
             start, chunk = 1, _cuda_chunk(device, per_item)
+            log.debug("batched passes: %d of %d items per chunk (the first alone took %.0f MiB)", chunk, count, per_item / 2**20)
         else:
             chunk = CPU_CHUNK
     while start < count:
@@ -50,6 +53,7 @@ def in_chunks(apply: Callable[[int, int], Tensor], count: int, device: torch.dev
             if not is_out_of_memory(error) or stop - start == 1:
                 raise
             chunk = max(1, (stop - start) // 2)
+            log.debug("out of memory at %d items per chunk: %d now", stop - start, chunk)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue

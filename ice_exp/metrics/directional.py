@@ -17,8 +17,8 @@ class MeanPerDirection(Metric):
 
     def __init__(self, num_directions: int) -> None:
         super().__init__(sync_on_compute=False)
-        self.add_state("total", default=torch.zeros(num_directions, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros(num_directions, dtype=torch.float64, device="cpu"), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64, device="cpu"), dist_reduce_fx="sum")
 
     def update(self, values: Tensor) -> None:
         self.total += values.to(self.total)

@@ -154,7 +154,7 @@ def solve_and_score(cfg: DictConfig, task: Setup, solvers: dict[str, Solver], st
             if solver is None:
                 count = max(1, EarlyProjection()(problem).directions.shape[1])
                 solution = Solution(torch.zeros(count, dtype=torch.float64),
-                                    random_directions(problem.activate.shape[0], count, cfg.seed + 1))
+                                    random_directions(problem.activate.shape[0], count, cfg.seed + 1, problem.activate.device))
             else:
                 solution = solver(problem)
             solution = solution.first(cfg.compare.max_directions or None)

@@ -42,9 +42,10 @@ from ice_exp.metrics.directional import MeanPerDirection, activate_share, agreem
 from ice_exp.solvers.base import Problem, Solution
 
 
-def random_directions(dim: int, count: int, seed: int) -> Tensor:
-    r = torch.randn(dim, count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return r / r.norm(dim=0)
+def random_directions(dim: int, count: int, seed: int, device: torch.device | str = "cpu") -> Tensor:
+    """[dim, count] random unit directions, drawn on the CPU (the same on every device), then moved to ``device``."""
+    r = torch.randn(dim, count, generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device="cpu")
+    return (r / r.norm(dim=0)).to(device)
 
 
 def changes_from_grams(exact: SampleGrams, z: Tensor, u: Tensor, probes: Tensor) -> dict[str, Tensor] | None:
@@ -61,8 +62,9 @@ def evaluate(generator: Generator, terms: Terms, space: str, solution: Solution,
              random_count: int = 8, seed: int = 0, grams: SampleGrams | None = None) -> dict[str, Any]:
     """Gain and leakage of each direction per unit step, averaged over the held-out samples ``z_eval``; with
     the run's ``grams`` and their cache on, from the held-out faces' Grams where that pays (``changes_from_grams``)."""
-    k = solution.directions.shape[1]
-    probes = torch.cat([solution.directions, random_directions(solution.directions.shape[0], random_count, seed)], 1)
+    directions = solution.directions
+    k = directions.shape[1]
+    probes = torch.cat([directions, random_directions(directions.shape[0], random_count, seed, directions.device)], 1)
     meters = {t.name: MeanPerDirection(probes.shape[1]) for t in terms.terms}
     exact = grams.exact() if grams is not None and grams.cache is not None else None
     skipped = 0
@@ -95,6 +97,8 @@ def independent_trust(generator: Generator, trust_terms: Terms, space: str, solu
     ``trust.parser`` / ``trust.landmarker``: networks trained apart from the run's, never used to find the
     directions), as ``trust/independent/...`` and ``trust/independent_share``: an analyzer's own error that the
     discovery fitted does not carry over to an independent one, a real leak does."""
+    for criterion in trust_terms.criteria.values():  # the accumulation moved only the run's own models to its device
+        criterion.to(solution.directions.device)
     scores = evaluate(generator, trust_terms, space, solution, z_eval)
     out = {key.replace("heldout", "independent"): value for key, value in scores.items() if key.startswith("trust/heldout_share")}
     out |= {"trust/independent/" + key.removeprefix("eval/"): value for key, value in scores.items()

@@ -72,7 +72,7 @@ def shrink_eigenvalues(x: Tensor, t: float) -> Tensor:
     D = 192 (docs/peers.md). Falls back to the full eigendecomposition where more than D/8 survive or
     inverse iteration reports a failure."""
     n = x.shape[0]
-    if x.dtype != torch.float64 or n < 2:
+    if x.dtype != torch.float64 or n < 2 or x.device.type != "cpu":  # LAPACK's routines read host memory
         return _shrink_full(x, t)
     a = x.numpy()
     c, d, e, tau, info = lapack.dsytrd(a, lower=1, lwork=max(1, int(lapack.dsytrd_lwork(n, lower=1)[0])))
