@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import time
 from pathlib import Path
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip the engines left once this much time has passed")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) and rows (.json)")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("ice_exp.engine.memory").setLevel(logging.DEBUG)  # the chunk sizes the engines chose
     started = time.perf_counter()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     generator, terms, u = face_boundary(TINY if args.tiny else FULL, device)
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if time.perf_counter() - started > args.budget_s:
             table.append({"engine": engine, "note": f"skipped: --budget-s {args.budget_s:g} spent"})
             continue
+        print(f"{engine}: starting at {time.perf_counter() - started:.0f} s", flush=True)
         try:
             (grams, passes), seconds, peak = measure(lambda: run_engine(engine, generator, terms, u, args.rank, args.loop_rows), device)
         except (RuntimeError, NotImplementedError) as error:  # one failing engine must not lose the others' numbers
@@ -193,16 +197,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         table.append(row)
         print(f"{engine}: {row['seconds']:.2f} s, {row['passes']} passes", flush=True)
         del grams
+        write_table(table, header, args.out)  # after every engine: a run stopped at its time limit keeps the rows so far
+    print(write_table(table, header, args.out), flush=True)
+    return table
+
+
+def write_table(table: list[dict[str, Any]], header: str, out: Path | None) -> str:
+    """The markdown table, each timed row with its speed-up over the loop; also to ``out`` (.md and .json)."""
     loop = next((r["seconds"] for r in table if r["engine"] == "loop" and "seconds" in r), None)
     for row in table:
         if loop and "seconds" in row:
             row["speedup_vs_loop"] = loop / row["seconds"]
     text = markdown(table, header)
-    print(text, flush=True)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
-    return table
+    if out is not None:
+        out.write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    return text
 
 
 if __name__ == "__main__":
