@@ -28,7 +28,7 @@ class LandmarkGroup(Criterion):
         points = self.landmarker(frame)
         out = {}
         for part, idx in (("group", self.group), ("others", self.others)):
-            p = points[:, torch.tensor(idx, device=points.device)]  # a list index would be built on the CPU
+            p = points[:, torch.tensor(idx, dtype=torch.long, device=points.device)]  # a list index is built on the CPU
             if self.centred:
                 p = p - p.mean(1, keepdim=True)
             out[part] = p.flatten(1)
