@@ -23,15 +23,15 @@ from ice_exp.run.build import build_analyzers
 from ice_exp.training.analyzers import recipe
 from ice_exp.training.analyzers.data import ToyfaceData, world_faces
 from ice_exp.training.analyzers.heatmaps import gaussian_heatmaps, hard_argmax
-from ice_exp.training.analyzers.modules import BiSeNetModule, FANModule
+from ice_exp.training.analyzers.modules import CLIP_WINDOW, BiSeNetModule, FANModule
 from ice_exp.training.analyzers.scores import ScoreFaces, background, loss_setback, score, write_scores
 from ice_exp.world import OracleLandmarker, OracleParser
 from tests.conftest import make_config
 
 TINY_DATA = ToyfaceData(resolution=64, first_world=100, worlds=2, faces_per_world=4)
-TINY = {"bisenet": {"name": "bisenet", "size": 64, "steps": 8, "batch_size": 4, "lr": 3e-3, "weight_decay": 0.0},
+TINY = {"bisenet": {"name": "bisenet", "size": 64, "steps": 8, "batch_size": 4, "lr": 3e-3, "weight_decay": 0.0, "clip_factor": 3.0},
         "fan": {"name": "fan", "size": 64, "num_modules": 1, "sigma": 1.0, "steps": 8, "batch_size": 4, "lr": 3e-3,
-                "weight_decay": 0.0}}
+                "weight_decay": 0.0, "clip_factor": 3.0}}
 TINY_FACES = ScoreFaces(first_world=10, last_world=11, sample_seeds=(8,), faces=2, resolution=64)
 
 
@@ -66,6 +66,8 @@ def test_loss_decreases_and_the_record_says_how(trained, name: str) -> None:
     assert record["net"] == TINY[name] and record["data"]["worlds"] == 2
     assert record["total_seconds"] == pytest.approx(record["render_seconds"] + record["train_seconds"], abs=1e-9)
     assert record["threads"] == torch.get_num_threads() and record["accelerator"] == "cpu"
+    assert len(record["grad_norm_curve"]) == len(curve) and min(record["grad_norm_curve"]) > 0
+    assert record["clipped_steps"] == 0  # fewer steps than the clipping window
 
 
 def test_second_call_reads_the_cache_and_other_settings_train_again(trained, monkeypatch) -> None:
@@ -177,6 +179,28 @@ def test_a_loss_that_rose_mid_training_is_flagged_in_the_scores(tmp_path) -> Non
         write_scores(results, tmp_path / "scores.json", TINY_FACES, {**record, "loss_curve": curve})
         text = (tmp_path / "scores.md").read_text()
         assert ("rose to 6.7x its earlier lowest in stretch 3 of 4" in text) == flagged and "| nme/all | 0.1 | 0.2 |" in text
+
+
+def test_a_gradient_far_above_its_recent_median_is_clipped_to_the_bound() -> None:
+    """clip_factor 3 over a history of unit norms: a norm-10 gradient is scaled to norm 3 (its recorded norm
+    stays 10), a norm-2 one is left; without clip_factor nothing is clipped; a factor <= 1 is refused."""
+    def step(module: FANModule, norm: float) -> float:
+        grads = [torch.randn_like(p) for p in module.parameters()]
+        scale = norm / float(torch.nn.utils.get_total_norm(grads))
+        for p, g in zip(module.parameters(), grads):
+            p.grad = g * scale
+        module.configure_gradient_clipping(None)
+        return float(torch.nn.utils.get_total_norm([p.grad for p in module.parameters()]))
+
+    clipped, plain = FANModule(64, 1, 1.0, 1e-3, 0.0, clip_factor=3.0), FANModule(64, 1, 1.0, 1e-3, 0.0)
+    assert step(clipped, 10.0) == pytest.approx(10.0, rel=1e-4)  # no history yet: never clipped
+    for module in (clipped, plain):
+        module.grad_norms = [1.0] * CLIP_WINDOW
+    assert step(clipped, 10.0) == pytest.approx(3.0, rel=1e-4) and clipped.grad_norms[-1] == pytest.approx(10.0, rel=1e-4)
+    assert step(clipped, 2.0) == pytest.approx(2.0, rel=1e-4) and clipped.clipped_steps == 1
+    assert step(plain, 10.0) == pytest.approx(10.0, rel=1e-4) and plain.clipped_steps == 0
+    with pytest.raises(ValueError, match="analyzer_net.clip_factor"):
+        recipe.build_module({**TINY["fan"], "clip_factor": 1.0})
 
 
 @pytest.mark.parametrize("variant", ["bisenet", "fan", "bisenet_gpu", "fan_gpu"])

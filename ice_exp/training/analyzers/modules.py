@@ -9,10 +9,14 @@ weights load into the wrappers with nothing special-cased. The losses are the ne
 - FAN (Bulat & Tzimiropoulos): MSE between every stack's heatmaps and unit-peak Gaussians (std ``sigma``
   heatmap px) at the oracle landmarks, summed over the stacks; heatmaps are 1/4 of the input side.
 Both use AdamW with a one-cycle schedule instead of the authors' SGD / RMSprop, to converge within a short
-CPU budget. The training loss of every step is kept (``losses``) for the record.
+CPU budget. A step whose gradient norm exceeds ``clip_factor`` times the median of the last CLIP_WINDOW steps'
+is scaled down to that bound (a BiSeNet draw without it jumped from loss 0.16 to 1.02 two stretches after the
+peak rate and never recovered). The loss and the gradient norm (before clipping) of every step are kept
+(``losses``, ``grad_norms``) for the record.
 """
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pytorch_lightning as pl
@@ -29,15 +33,21 @@ from ice_exp.common.images import resize
 from ice_exp.training.analyzers.heatmaps import gaussian_heatmaps
 
 Batch = tuple[Tensor, Tensor, Tensor]  # images [B, 3, R, R], label maps [B, R, R], landmarks [B, 68, 2]
+CLIP_WINDOW = 50  # steps whose median gradient norm sets the clipping bound (none is clipped before this many)
 
 
 class AnalyzerModule(pl.LightningModule):
-    """AdamW with a one-cycle schedule over the trainer's steps; subclasses hold ``net`` and define ``loss``."""
+    """AdamW with a one-cycle schedule over the trainer's steps and gradients clipped relative to their recent
+    median (``clip_factor`` None: never); subclasses hold ``net`` and define ``loss``."""
 
-    def __init__(self, net: torch.nn.Module, size: int, lr: float, weight_decay: float) -> None:
+    def __init__(self, net: torch.nn.Module, size: int, lr: float, weight_decay: float, clip_factor: float | None = None) -> None:
         super().__init__()
-        self.net, self.size, self.lr, self.weight_decay = net, size, lr, weight_decay
+        if clip_factor is not None and not clip_factor > 1:
+            raise ValueError(f"analyzer_net.clip_factor: {clip_factor} clips ordinary steps; give a value > 1 (3 is the default) or null")
+        self.net, self.size, self.lr, self.weight_decay, self.clip_factor = net, size, lr, weight_decay, clip_factor
         self.losses: list[Tensor] = []
+        self.grad_norms: list[float] = []
+        self.clipped_steps = 0
 
     def outputs(self, images: Tensor) -> list[Tensor]:
         """The network's outputs on images [B, 3, R, R] in ~[0, 1], fed as its analyzer wrapper feeds them."""
@@ -51,6 +61,19 @@ class AnalyzerModule(pl.LightningModule):
         self.losses.append(loss.detach())
         return loss
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Lightning's hook before every optimiser step: record the gradient norm, clip it to ``clip_factor`` x
+        the median of the previous CLIP_WINDOW steps' norms."""
+        params = [p for p in self.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        if self.clip_factor is not None and len(self.grad_norms) >= CLIP_WINDOW:
+            bound = self.clip_factor * statistics.median(self.grad_norms[-CLIP_WINDOW:])
+            if norm > bound:
+                torch.nn.utils.clip_grads_with_norm_(params, bound, torch.tensor(norm))
+                self.clipped_steps += 1
+        self.grad_norms.append(norm)
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.lr, total_steps=self.trainer.estimated_stepping_batches)
@@ -60,8 +83,8 @@ class AnalyzerModule(pl.LightningModule):
 class BiSeNetModule(AnalyzerModule):
     """facexlib's BiSeNet(num_class=19) against the oracle parser's label maps."""
 
-    def __init__(self, size: int, lr: float, weight_decay: float) -> None:
-        super().__init__(BiSeNet(num_class=len(REGIONS)), size, lr, weight_decay)
+    def __init__(self, size: int, lr: float, weight_decay: float, clip_factor: float | None = None) -> None:
+        super().__init__(BiSeNet(num_class=len(REGIONS)), size, lr, weight_decay, clip_factor)
         self.register_buffer("mean", torch.tensor(BiSeNetParser.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(BiSeNetParser.std).view(1, 3, 1, 1), persistent=False)
 
@@ -78,8 +101,9 @@ class BiSeNetModule(AnalyzerModule):
 class FANModule(AnalyzerModule):
     """face-alignment's FAN(num_modules) against Gaussian heatmaps of the oracle landmarks."""
 
-    def __init__(self, size: int, num_modules: int, sigma: float, lr: float, weight_decay: float) -> None:
-        super().__init__(FAN(num_modules), size, lr, weight_decay)
+    def __init__(self, size: int, num_modules: int, sigma: float, lr: float, weight_decay: float,
+                 clip_factor: float | None = None) -> None:
+        super().__init__(FAN(num_modules), size, lr, weight_decay, clip_factor)
         self.sigma = sigma
 
     def outputs(self, images: Tensor) -> list[Tensor]:

@@ -49,15 +49,15 @@ from ice_exp.world import oracles as toyface_oracles
 
 log = logging.getLogger(__name__)
 WEIGHT_FILES = {"bisenet": "parsing_bisenet.pth", "fan": "fan.pth"}  # bisenet: facexlib's published name
-LOSS_CURVE_POINTS = 20  # the record keeps the mean loss of this many equal stretches of training
+LOSS_CURVE_POINTS = 20  # the record keeps the mean loss and gradient norm of this many equal stretches of training
 
 
 def build_module(net: dict[str, Any]) -> AnalyzerModule:
     """The Lightning module of ``net`` (an ``analyzer_net`` config: name, size, and the network's own keys)."""
     if net["name"] == "bisenet":
-        return BiSeNetModule(net["size"], net["lr"], net["weight_decay"])
+        return BiSeNetModule(net["size"], net["lr"], net["weight_decay"], net.get("clip_factor"))
     if net["name"] == "fan":
-        return FANModule(net["size"], net["num_modules"], net["sigma"], net["lr"], net["weight_decay"])
+        return FANModule(net["size"], net["num_modules"], net["sigma"], net["lr"], net["weight_decay"], net.get("clip_factor"))
     raise ValueError(f"analyzer_net.name: unknown network {net['name']!r}; allowed values: {', '.join(WEIGHT_FILES)}")
 
 
@@ -68,9 +68,10 @@ def load_analyzer(net: dict[str, Any], path: str | Path) -> Parser | Landmarker:
     return fan(path, net["size"], net["num_modules"])
 
 
-def loss_curve(losses: torch.Tensor, points: int = LOSS_CURVE_POINTS) -> list[float]:
-    """Mean training loss over ``points`` equal stretches of the steps (fewer when there are fewer steps)."""
-    return [float(chunk.mean()) for chunk in losses.chunk(min(points, len(losses)))]
+def stretch_means(values: torch.Tensor, points: int = LOSS_CURVE_POINTS) -> list[float]:
+    """Mean of a per-step series (loss, gradient norm) over ``points`` equal stretches of the steps (fewer when
+    there are fewer steps)."""
+    return [float(chunk.mean()) for chunk in values.chunk(min(points, len(values)))]
 
 
 def train(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accelerator: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -91,7 +92,8 @@ def train(net: dict[str, Any], data: ToyfaceData, seed: int = 0, accelerator: st
     losses = torch.stack(module.losses).float().cpu()
     record = {"render_seconds": rendered - started, "train_seconds": finished - rendered,
               "total_seconds": finished - started, "cpu_seconds": cpu_seconds, "faces": len(dataset), "steps": len(losses),
-              "loss_curve": loss_curve(losses), "accelerator": accelerator, "threads": torch.get_num_threads(),
+              "loss_curve": stretch_means(losses), "grad_norm_curve": stretch_means(torch.tensor(module.grad_norms)),
+              "clipped_steps": module.clipped_steps, "accelerator": accelerator, "threads": torch.get_num_threads(),
               "torch": torch.__version__}
     return module.net.cpu().eval(), record
 
