@@ -167,6 +167,7 @@ def test_the_app_reads_the_cache_and_writes_the_scores_beside_the_weights(traine
     assert {p.name for p in folder.iterdir()} == {"parsing_bisenet.pth", "record.json", "scores.json", "scores.md"}
     assert json.loads((folder / "scores.json").read_text())["faces"]["last_world"] == 10
     assert "| miou |" in (folder / "scores.md").read_text() and f"weights: {trained['bisenet']}" in capsys.readouterr().out
+    assert "0 of 8 steps clipped (clip_factor 3.0)" in (folder / "scores.md").read_text()
 
 
 def test_a_loss_that_rose_mid_training_is_flagged_in_the_scores(tmp_path) -> None:

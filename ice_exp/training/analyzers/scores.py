@@ -211,6 +211,10 @@ def write_scores(results: dict, path: Path, faces: ScoreFaces, record: dict[str,
                   f"- time: {record['total_seconds']:.0f} s wall (rendering {record['render_seconds']:.0f} s), "
                   f"{record['cpu_seconds']:.0f} CPU-s on {record['threads']} threads ({record['accelerator']})",
                   f"- training loss: {record['loss_curve'][0]:.4g} -> {record['loss_curve'][-1]:.4g} (curve in record.json)"]
+        if "clipped_steps" in record:  # records of the recipe before gradient clipping lack it
+            lines.append(f"- gradient norm: {record['grad_norm_curve'][0]:.4g} -> {record['grad_norm_curve'][-1]:.4g}; "
+                         f"{record['clipped_steps']} of {record['steps']} steps clipped (clip_factor "
+                         f"{record['net'].get('clip_factor')})")
         if warning := setback_warning(record):
             lines.append(f"- **{warning}**")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n\n" + markdown(results["summary"], len(faces.worlds)))
