@@ -17,8 +17,8 @@ from torch import Tensor
 
 from ice_exp.config.rules import ENGINE, enforce
 
-CPU_CHUNK = 64  # items per batched pass on CPU (memory is rarely the limit there; threads are)
 log = logging.getLogger(__name__)
+CPU_CHUNK = 64  # items per batched pass on CPU (memory is rarely the limit there; threads are)
 MAX_CHUNK = 4096  # cap for CUDA, so that one batch never holds more than this many cotangents / tangents
 FREE_SHARE = 0.8  # share of the free CUDA memory one batch may take
 
