@@ -16,6 +16,9 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 SMALL = ["logger=none", "trainer.enable_progress_bar=false", "samples.eval_num=2", "counterfactual.enabled=false"]
 TINY = ["generator.resolution=32", "samples.indices=[0]"]  # the smallest toyface run: 32 px, one training face
+# the StyleGAN2 code path without weight files: a tiny generator and the real analyzers' networks, random weights
+RANDOM_STYLEGAN2 = ["generator=stylegan2_random", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
+                    "analyzer/identity=arcface_random"]
 
 
 def make_config(*overrides: str, small: bool = True) -> DictConfig:

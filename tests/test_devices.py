@@ -22,10 +22,9 @@ from ice_exp.run.discovery import run
 from ice_exp.run.evaluation import score
 from ice_exp.solvers.base import Problem, views_of
 from ice_exp.solvers.peers import shrink_eigenvalues
-from tests.conftest import TINY, make_config
+from tests.conftest import RANDOM_STYLEGAN2, TINY, make_config
 
-STYLEGAN2 = ["experiment=stylegan2/face_boundary", "generator=stylegan2_random", "analyzer/parser=bisenet_random",
-             "analyzer/landmarker=fan_random", "analyzer/identity=arcface_random", "samples.indices=[0]", "samples.eval_num=1",
+STYLEGAN2 = ["experiment=stylegan2/face_boundary", *RANDOM_STYLEGAN2, "samples.indices=[0]", "samples.eval_num=1",
              "counterfactual.enabled=false"]
 WORLDS = {"toyface": TINY, "stylegan2_random": STYLEGAN2,
           "toyface_trust": [*TINY, "analyzer/landmarker@trust.landmarker=oracle"]}  # trust analyzers: moved apart

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from ice_exp.config.task import true_groups
 from ice_exp.counterfactual.figures import HEADER_PX
 from ice_exp.run.discovery import run
-from tests.conftest import make_config
+from tests.conftest import RANDOM_STYLEGAN2, make_config
 
 TOYFACE_TASKS = ["face_boundary", "eye_shape", "eye_photometry", "hair_photometry", "lip_color", "face_color", "mouth_shape"]
 
@@ -72,8 +72,7 @@ def test_world_protocol_sweeps_both_settings_over_worlds_and_pools():
 
 
 STYLEGAN2_EXPERIMENTS = TOYFACE_TASKS + ["spaces", "fig2_face_boundary", "fig3_gallery", "fig4_counterfactual", "spectrum"]
-RANDOM_WORLD = ["generator=stylegan2_random", "analyzer/parser=bisenet_random", "analyzer/landmarker=fan_random",
-                "analyzer/identity=arcface_random", "trainer=cpu"]
+RANDOM_WORLD = [*RANDOM_STYLEGAN2, "trainer=cpu"]
 
 
 @pytest.mark.parametrize("name", STYLEGAN2_EXPERIMENTS)
